@@ -1,0 +1,1 @@
+"""Everything the deployed functions need, apart from app.py's wiring."""

@@ -1,0 +1,60 @@
+"""Amazon Bedrock Runtime adapter: one Converse call, errors mapped to domain errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.errors import ModelThrottledError, ModelUnavailableError
+from chalicelib.usage import TokenUsage
+
+THROTTLING_CODES = frozenset(
+    {"ThrottlingException", "ServiceQuotaExceededException", "TooManyRequestsException"}
+)
+GENERIC_MODEL_ERROR = "The model could not answer this request. Please try again later."
+THROTTLED_MESSAGE = "The model is receiving too many requests. Please retry later."
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """What a successful Converse call returned."""
+
+    text: str
+    usage: TokenUsage
+    stop_reason: str
+
+
+class BedrockModel:
+    """Calls Bedrock Converse for a single-turn prompt."""
+
+    def __init__(self, client: Any = None) -> None:
+        if client is None:
+            import boto3
+
+            client = boto3.client("bedrock-runtime")
+        self._client = client
+
+    def converse(self, model_id: str, prompt: str, max_tokens: int) -> ModelReply:
+        """Send one user message; raise ModelThrottledError or ModelUnavailableError on failure."""
+        try:
+            response = self._client.converse(
+                modelId=model_id,
+                messages=[{"role": "user", "content": [{"text": prompt}]}],
+                inferenceConfig={"maxTokens": max_tokens},
+            )
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
+            if code in THROTTLING_CODES:
+                raise ModelThrottledError(THROTTLED_MESSAGE, code) from exc
+            raise ModelUnavailableError(GENERIC_MODEL_ERROR, code) from exc
+        except BotoCoreError as exc:
+            raise ModelUnavailableError(GENERIC_MODEL_ERROR, type(exc).__name__) from exc
+        content = response.get("output", {}).get("message", {}).get("content", [])
+        text = "".join(block.get("text", "") for block in content)
+        return ModelReply(
+            text=text,
+            usage=TokenUsage.from_converse(response.get("usage", {})),
+            stop_reason=str(response.get("stopReason", "")),
+        )

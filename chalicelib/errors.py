@@ -1,0 +1,74 @@
+"""Domain errors: raised by chalicelib modules, mapped to HTTP only at the edge (app.py)."""
+
+from __future__ import annotations
+
+
+class MeteringError(Exception):
+    """Base class of every error the domain raises on purpose.
+
+    `message` is safe to show to a caller: it never carries AWS error text.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigurationError(MeteringError):
+    """The stage is configured in a way that cannot work."""
+
+
+class InvalidRequestError(MeteringError):
+    """The caller's input is malformed or out of bounds (400)."""
+
+
+class AuthenticationError(MeteringError):
+    """No token, or a token that does not verify (401)."""
+
+
+class ForbiddenError(MeteringError):
+    """A verified caller that may not do this (403)."""
+
+
+class IdentityProviderUnavailableError(MeteringError):
+    """The signing keys could not be fetched, so no token can be checked (503)."""
+
+
+class ModelError(MeteringError):
+    """The model call failed. `error_code` is the short AWS code, kept for the usage event."""
+
+    def __init__(self, message: str, error_code: str) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        # Set by the chat service once the failed call has its usage event.
+        self.event_id: str | None = None
+
+
+class ModelThrottledError(ModelError):
+    """Bedrock throttled the call (429 with Retry-After)."""
+
+    retry_after_s = 5
+
+
+class ModelUnavailableError(ModelError):
+    """The model refused, failed or could not be reached (502)."""
+
+
+class UsageNotDurableError(MeteringError):
+    """Neither Firehose nor the fallback location accepted a usage event (503)."""
+
+
+class RateLimitedError(MeteringError):
+    """The tenant is over its budget or rate (429 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class BudgetStoreUnavailableError(MeteringError):
+    """The budget counters could not be read or reserved; fail closed (503)."""
+
+
+class NotFoundError(MeteringError):
+    """The named thing does not exist (404)."""

@@ -1,0 +1,77 @@
+"""Makes usage events durable: Firehose first, then a fallback S3 location the jobs also read."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.errors import UsageNotDurableError
+from chalicelib.usage import UsageEvent
+
+logger = logging.getLogger(__name__)
+
+Destination = Literal["firehose", "fallback"]
+
+
+class RecordWriter(Protocol):
+    """What the recorder needs from Firehose (see chalicelib.firehose.FirehoseWriter)."""
+
+    def put_records(self, records: Sequence[bytes]) -> list[bytes]: ...
+
+
+def fallback_key(prefix: str, event: UsageEvent) -> str:
+    """Where an event lands when Firehose will not take it: the hour of its timestamp.
+
+    The layout mirrors Firehose's `YYYY/MM/DD/HH/` so the partition job finds both the same way.
+    """
+    return f"{prefix}{event.timestamp:%Y/%m/%d/%H}/{event.event_id}.json"
+
+
+class UsageRecorder:
+    """Records usage events so that each one is durable before the caller is answered."""
+
+    def __init__(
+        self,
+        writer: RecordWriter,
+        bucket: str,
+        fallback_prefix: str,
+        s3_client: Any = None,
+    ) -> None:
+        if s3_client is None:
+            import boto3
+
+            s3_client = boto3.client("s3")
+        self._writer = writer
+        self._bucket = bucket
+        self._fallback_prefix = fallback_prefix
+        self._s3 = s3_client
+
+    def record(self, event: UsageEvent) -> Destination:
+        """Make one event durable; raise UsageNotDurableError if nothing accepts it."""
+        line = event.to_json_line()
+        if not self._writer.put_records([line]):
+            return "firehose"
+        try:
+            self._s3.put_object(
+                Bucket=self._bucket,
+                Key=fallback_key(self._fallback_prefix, event),
+                Body=line,
+                ContentType="application/x-ndjson",
+            )
+        except (ClientError, BotoCoreError) as exc:
+            # The full event goes to the log so an operator can replay it: never lost silently.
+            logger.error(
+                "usage event not durable",
+                extra={"usage_event": json.loads(line), "error": type(exc).__name__},
+            )
+            raise UsageNotDurableError(
+                "Usage could not be recorded; the request was not completed. Please retry."
+            ) from exc
+        logger.warning(
+            "usage event written to fallback", extra={"event_id": event.event_id}
+        )
+        return "fallback"

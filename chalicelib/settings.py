@@ -1,0 +1,179 @@
+"""Runtime settings, read from the environment when a request or job runs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from chalicelib.errors import ConfigurationError
+
+# Every environment variable the app reads, in one place.
+STAGE = "STAGE"
+AWS_REGION = "AWS_REGION"
+AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
+AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
+MODEL_ID = "MODEL_ID"
+MAX_PROMPT_CHARS = "MAX_PROMPT_CHARS"
+DEFAULT_MAX_TOKENS = "DEFAULT_MAX_TOKENS"
+MAX_TOKENS_LIMIT = "MAX_TOKENS_LIMIT"
+BEDROCK_READ_TIMEOUT_S = "BEDROCK_READ_TIMEOUT_S"
+TOKEN_VERIFICATION = "TOKEN_VERIFICATION"
+USER_POOL_ID = "USER_POOL_ID"
+USER_POOL_ARN = "USER_POOL_ARN"
+USER_POOL_CLIENT_ID = "USER_POOL_CLIENT_ID"
+JWKS_URL = "JWKS_URL"
+FIREHOSE_STREAM_NAME = "FIREHOSE_STREAM_NAME"
+FIREHOSE_MAX_ATTEMPTS = "FIREHOSE_MAX_ATTEMPTS"
+ANALYTICS_BUCKET = "ANALYTICS_BUCKET"
+RAW_PREFIX = "RAW_PREFIX"
+FALLBACK_PREFIX = "FALLBACK_PREFIX"
+CURATED_PREFIX = "CURATED_PREFIX"
+GLUE_DATABASE = "GLUE_DATABASE"
+GLUE_TABLE = "GLUE_TABLE"
+ATHENA_WORKGROUP = "ATHENA_WORKGROUP"
+QUERY_ENGINE = "QUERY_ENGINE"
+PLANS_TABLE = "PLANS_TABLE"
+ALERTS_TOPIC_ARN = "ALERTS_TOPIC_ARN"
+BUDGETS_ENABLED = "BUDGETS_ENABLED"
+DEFAULT_MONTHLY_BUDGET_USD = "DEFAULT_MONTHLY_BUDGET_USD"
+DEFAULT_TOKENS_PER_MINUTE = "DEFAULT_TOKENS_PER_MINUTE"
+DEFAULT_REQUESTS_PER_MINUTE = "DEFAULT_REQUESTS_PER_MINUTE"
+RESERVATION_TTL_S = "RESERVATION_TTL_S"
+ADMIN_GROUP = "ADMIN_GROUP"
+
+DEFAULT_MODEL_ID = "anthropic.claude-3-haiku-20240307-v1:0"
+
+# How the tenant's identity is established.
+#   "apigateway": API Gateway's Cognito authorizer verified the token; read its claims.
+#   "app":        the app verifies the bearer ID token itself (chalice local does not).
+# The default is "app": without configuration nothing is trusted unverified.
+VERIFY_BY_APIGATEWAY = "apigateway"
+VERIFY_IN_APP = "app"
+
+# Which engine answers analytics SQL: Athena when deployed, DuckDB on the local stack.
+ENGINE_ATHENA = "athena"
+ENGINE_DUCKDB = "duckdb"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app needs to know about its stage."""
+
+    stage: str
+    region: str
+    model_id: str
+    max_prompt_chars: int
+    default_max_tokens: int
+    max_tokens_limit: int
+    bedrock_read_timeout_s: int
+    token_verification: str
+    user_pool_id: str
+    user_pool_client_id: str
+    jwks_url: str
+    firehose_stream_name: str
+    firehose_max_attempts: int
+    analytics_bucket: str
+    raw_prefix: str
+    fallback_prefix: str
+    curated_prefix: str
+    glue_database: str
+    glue_table: str
+    athena_workgroup: str
+    query_engine: str
+    plans_table: str
+    alerts_topic_arn: str
+    budgets_enabled: bool
+    default_monthly_budget_usd: str
+    default_tokens_per_minute: int
+    default_requests_per_minute: int
+    reservation_ttl_s: int
+    admin_group: str
+
+    @property
+    def token_issuer(self) -> str:
+        """The `iss` claim Cognito puts in this pool's tokens (also on the local stack)."""
+        return f"https://cognito-idp.{self.region}.amazonaws.com/{self.user_pool_id}"
+
+    @property
+    def resolved_jwks_url(self) -> str:
+        """Where the pool's signing keys are published."""
+        return self.jwks_url or f"{self.token_issuer}/.well-known/jwks.json"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables, with the documented defaults."""
+        env = os.environ if environ is None else environ
+        region = env.get(AWS_REGION) or env.get(AWS_DEFAULT_REGION) or "us-east-1"
+        settings = cls(
+            stage=env.get(STAGE, "dev"),
+            region=region,
+            model_id=env.get(MODEL_ID, DEFAULT_MODEL_ID),
+            max_prompt_chars=_int(env, MAX_PROMPT_CHARS, 20_000),
+            default_max_tokens=_int(env, DEFAULT_MAX_TOKENS, 512),
+            max_tokens_limit=_int(env, MAX_TOKENS_LIMIT, 4096),
+            bedrock_read_timeout_s=_int(env, BEDROCK_READ_TIMEOUT_S, 60),
+            token_verification=env.get(TOKEN_VERIFICATION, VERIFY_IN_APP),
+            user_pool_id=env.get(USER_POOL_ID, ""),
+            user_pool_client_id=env.get(USER_POOL_CLIENT_ID, ""),
+            jwks_url=env.get(JWKS_URL, ""),
+            firehose_stream_name=env.get(FIREHOSE_STREAM_NAME, ""),
+            firehose_max_attempts=_int(env, FIREHOSE_MAX_ATTEMPTS, 4),
+            analytics_bucket=env.get(ANALYTICS_BUCKET, ""),
+            raw_prefix=env.get(RAW_PREFIX, "raw/"),
+            fallback_prefix=env.get(FALLBACK_PREFIX, "fallback/"),
+            curated_prefix=env.get(CURATED_PREFIX, "usage/"),
+            glue_database=env.get(GLUE_DATABASE, "bedrock_metering_db"),
+            glue_table=env.get(GLUE_TABLE, "token_usage_logs"),
+            athena_workgroup=env.get(ATHENA_WORKGROUP, "bedrock-metering-workgroup"),
+            query_engine=env.get(QUERY_ENGINE, ENGINE_ATHENA),
+            plans_table=env.get(PLANS_TABLE, ""),
+            alerts_topic_arn=env.get(ALERTS_TOPIC_ARN, ""),
+            budgets_enabled=env.get(BUDGETS_ENABLED, "true").lower() == "true",
+            default_monthly_budget_usd=env.get(DEFAULT_MONTHLY_BUDGET_USD, "100"),
+            default_tokens_per_minute=_int(env, DEFAULT_TOKENS_PER_MINUTE, 100_000),
+            default_requests_per_minute=_int(env, DEFAULT_REQUESTS_PER_MINUTE, 60),
+            reservation_ttl_s=_int(env, RESERVATION_TTL_S, 900),
+            admin_group=env.get(ADMIN_GROUP, "admins"),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Reject settings that cannot work, naming the variable at fault."""
+        if self.token_verification not in (VERIFY_BY_APIGATEWAY, VERIFY_IN_APP):
+            raise ConfigurationError(
+                f"{TOKEN_VERIFICATION} must be '{VERIFY_BY_APIGATEWAY}' or '{VERIFY_IN_APP}'"
+            )
+        if self.query_engine not in (ENGINE_ATHENA, ENGINE_DUCKDB):
+            raise ConfigurationError(
+                f"{QUERY_ENGINE} must be '{ENGINE_ATHENA}' or '{ENGINE_DUCKDB}'"
+            )
+        if not 1 <= self.default_max_tokens <= self.max_tokens_limit:
+            raise ConfigurationError(
+                f"{DEFAULT_MAX_TOKENS} must be between 1 and {MAX_TOKENS_LIMIT}"
+            )
+        if self.max_prompt_chars < 1:
+            raise ConfigurationError(f"{MAX_PROMPT_CHARS} must be positive")
+        if self.firehose_max_attempts < 1:
+            raise ConfigurationError(f"{FIREHOSE_MAX_ATTEMPTS} must be at least 1")
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def route_authorizer_needed(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether routes carry API Gateway's Cognito authorizer (read once, at import).
+
+    This is the one setting read at import time: Chalice builds the API definition from
+    the decorated routes, so the authorizer must be known when app.py loads.
+    """
+    env = os.environ if environ is None else environ
+    return env.get(TOKEN_VERIFICATION, VERIFY_IN_APP) == VERIFY_BY_APIGATEWAY

@@ -1,0 +1,153 @@
+"""Composition root: lazily built, cached AWS clients and adapters; tests override them."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from chalicelib.bedrock import BedrockModel
+from chalicelib.chat import ChatLimits, ChatService
+from chalicelib.firehose import FirehoseWriter
+from chalicelib.identity import IdTokenVerifier
+from chalicelib.pricing import PriceTable, load_price_table
+from chalicelib.recorder import UsageRecorder
+from chalicelib.settings import Settings
+
+T = TypeVar("T")
+
+# Timeouts and retries per AWS service used on the request path. Firehose and Bedrock retries
+# are mostly ours (resend of failed records; throttling mapped to 429), so botocore's are few.
+_CLIENT_OPTIONS: dict[str, dict[str, Any]] = {
+    "firehose": {"connect_timeout": 2, "read_timeout": 5, "retries": {"mode": "standard", "max_attempts": 2}},
+    "s3": {"connect_timeout": 2, "read_timeout": 10, "retries": {"mode": "standard", "max_attempts": 3}},
+    "dynamodb": {"connect_timeout": 2, "read_timeout": 5, "retries": {"mode": "standard", "max_attempts": 3}},
+    "sns": {"connect_timeout": 2, "read_timeout": 5, "retries": {"mode": "standard", "max_attempts": 3}},
+}
+
+
+class Wiring:
+    """Builds each dependency once per process (per configuration), on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[Any, ...], Any] = {}
+        self._overrides: dict[str, Any] = {}
+
+    def settings(self) -> Settings:
+        """Settings for the request that is running now."""
+        override = self._overrides.get("settings")
+        return override if override is not None else Settings.from_env()
+
+    def override(self, **dependencies: Any) -> None:
+        """Replace named dependencies (tests): settings, model, recorder, verifier, clients."""
+        self._overrides.update(dependencies)
+
+    def reset(self) -> None:
+        """Forget overrides and every cached object."""
+        with self._lock:
+            self._overrides.clear()
+            self._cache.clear()
+
+    def get(self, name: str, key: tuple[Any, ...], build: Callable[[], T]) -> T:
+        """The overridden `name`, else the cached object for `key`, built once."""
+        if name in self._overrides:
+            return self._overrides[name]  # type: ignore[no-any-return]
+        cache_key = (name, *key)
+        with self._lock:
+            if cache_key not in self._cache:
+                self._cache[cache_key] = build()
+            return self._cache[cache_key]  # type: ignore[no-any-return]
+
+    def client(self, service: str, settings: Settings, **options: Any) -> Any:
+        """A boto3 client for `service` in the stage's region (thread-safe once built)."""
+
+        def build() -> Any:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(**{**_CLIENT_OPTIONS.get(service, {}), **options})
+            return boto3.session.Session().client(service, region_name=settings.region, config=config)
+
+        key = (settings.region, repr(sorted(options.items())))
+        return self.get(f"client:{service}", key, build)
+
+
+wiring = Wiring()
+
+
+def price_table(settings: Settings) -> PriceTable:
+    """The current price table; the stage's model must have a price (checked here, not at bill time)."""
+
+    def build() -> PriceTable:
+        table = load_price_table()
+        table.price_of(settings.model_id)
+        return table
+
+    return wiring.get("prices", (settings.model_id,), build)
+
+
+def model(settings: Settings) -> BedrockModel:
+    """The Bedrock adapter."""
+    client = wiring.client(
+        "bedrock-runtime",
+        settings,
+        connect_timeout=5,
+        read_timeout=settings.bedrock_read_timeout_s,
+        retries={"mode": "standard", "max_attempts": 2},
+    )
+    return wiring.get("model", (id(client),), lambda: BedrockModel(client))
+
+
+def recorder(settings: Settings) -> UsageRecorder:
+    """Firehose first, then the fallback prefix in the analytics bucket."""
+
+    def build() -> UsageRecorder:
+        writer = FirehoseWriter(
+            settings.firehose_stream_name,
+            client=wiring.client("firehose", settings),
+            max_attempts=settings.firehose_max_attempts,
+        )
+        return UsageRecorder(
+            writer,
+            bucket=settings.analytics_bucket,
+            fallback_prefix=settings.fallback_prefix,
+            s3_client=wiring.client("s3", settings),
+        )
+
+    key = (settings.region, settings.firehose_stream_name, settings.analytics_bucket,
+           settings.fallback_prefix, settings.firehose_max_attempts)
+    return wiring.get("recorder", key, build)
+
+
+def verifier(settings: Settings) -> IdTokenVerifier:
+    """Checks ID tokens in the app (local stage); caches the pool's signing keys."""
+    key = (settings.token_issuer, settings.user_pool_client_id, settings.resolved_jwks_url)
+    return wiring.get(
+        "verifier",
+        key,
+        lambda: IdTokenVerifier(
+            issuer=settings.token_issuer,
+            audience=settings.user_pool_client_id,
+            jwks_url=settings.resolved_jwks_url,
+        ),
+    )
+
+
+def chat_service(settings: Settings) -> ChatService:
+    """The chat use case, wired to the stage's model, recorder and prices."""
+    return ChatService(
+        model=model(settings),
+        recorder=recorder(settings),
+        prices=price_table(settings),
+        model_id=settings.model_id,
+        stage=settings.stage,
+    )
+
+
+def chat_limits(settings: Settings) -> ChatLimits:
+    return ChatLimits(
+        max_prompt_chars=settings.max_prompt_chars,
+        default_max_tokens=settings.default_max_tokens,
+        max_tokens_limit=settings.max_tokens_limit,
+    )
