@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chalice import Chalice, Response
+from chalice.app import Chalice, Response
 
 from chalicelib import logs, wiring
 from chalicelib.chat import parse_chat_request

@@ -84,9 +84,7 @@ def parse_chat_request(raw_body: bytes | str | None, limits: ChatLimits) -> Chat
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
         raise InvalidRequestError("'max_tokens' must be an integer.")
     if not 1 <= max_tokens <= limits.max_tokens_limit:
-        raise InvalidRequestError(
-            f"'max_tokens' must be between 1 and {limits.max_tokens_limit}."
-        )
+        raise InvalidRequestError(f"'max_tokens' must be between 1 and {limits.max_tokens_limit}.")
     return ChatRequest(prompt=prompt, max_tokens=max_tokens)
 
 
@@ -95,6 +93,7 @@ class ChatService:
 
     def __init__(
         self,
+        *,
         model: Model,
         recorder: Recorder,
         prices: PriceTable,
@@ -126,18 +125,33 @@ class ChatService:
         except ModelError as exc:
             exc.event_id = event_id
             failed = self._event(
-                event_id, timestamp, caller, NO_TOKENS, "error", exc.error_code, started, request_id
+                event_id=event_id,
+                timestamp=timestamp,
+                caller=caller,
+                tokens=NO_TOKENS,
+                status="error",
+                error_code=exc.error_code,
+                started=started,
+                request_id=request_id,
             )
             self._record_failure(failed)
             raise
         event = self._event(
-            event_id, timestamp, caller, reply.usage, "ok", None, started, request_id
+            event_id=event_id,
+            timestamp=timestamp,
+            caller=caller,
+            tokens=reply.usage,
+            status="ok",
+            error_code=None,
+            started=started,
+            request_id=request_id,
         )
         self._recorder.record(event)
         return ChatResult(text=reply.text, event_id=event_id)
 
     def _event(
         self,
+        *,
         event_id: str,
         timestamp: datetime,
         caller: Caller,
@@ -170,5 +184,6 @@ class ChatService:
         try:
             self._recorder.record(event)
         except Exception:
-            logger.exception("failed-call usage event not recorded", extra={"usage_event": event.to_record()})
-
+            logger.exception(
+                "failed-call usage event not recorded", extra={"usage_event": event.to_record()}
+            )

@@ -9,8 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chalice import Chalice, CognitoUserPoolAuthorizer, Response
-from chalice.app import Request
+from chalice.app import Chalice, CognitoUserPoolAuthorizer, Request, Response
 
 from chalicelib import logs, wiring
 from chalicelib.errors import (
@@ -32,7 +31,7 @@ from chalicelib.settings import USER_POOL_ARN, VERIFY_IN_APP, Settings, route_au
 
 logger = logging.getLogger(__name__)
 
-# Domain error -> (HTTP status, Code in the body, seconds for Retry-After or None).
+# Domain error -> (HTTP status, Code in the body), most specific first.
 _STATUS: list[tuple[type[MeteringError], int, str]] = [
     (InvalidRequestError, 400, "BadRequestError"),
     (AuthenticationError, 401, "UnauthorizedError"),
@@ -69,9 +68,7 @@ def route_authorizer() -> CognitoUserPoolAuthorizer | None:
         return None
     pool_arn = os.environ.get(USER_POOL_ARN, "")
     if not pool_arn:
-        raise ConfigurationError(
-            f"{USER_POOL_ARN} must be set for stages verified by API Gateway"
-        )
+        raise ConfigurationError(f"{USER_POOL_ARN} must be set for stages verified by API Gateway")
     return CognitoUserPoolAuthorizer("TenantUserPool", provider_arns=[pool_arn])
 
 
@@ -93,18 +90,15 @@ def error_response(exc: MeteringError) -> Response:
     if isinstance(exc, ConfigurationError):
         logger.error("configuration error", extra={"error": exc.message})
         return _response(500, "InternalServerError", MISCONFIGURED, {})
-    for error_type, status, code in _STATUS:
-        if isinstance(exc, error_type):
-            break
-    else:
+    mapped = next((row for row in _STATUS if isinstance(exc, row[0])), None)
+    if mapped is None:
         logger.error("unmapped domain error", extra={"error_type": type(exc).__name__})
         return _response(500, "InternalServerError", "An internal server error occurred.", {})
-    headers: dict[str, str] = {}
+    _, status, code = mapped
+    headers: dict[str, str | list[str]] = {}
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, RateLimitedError):
-        headers["Retry-After"] = str(exc.retry_after_s)
-    elif isinstance(exc, ModelThrottledError):
+    if isinstance(exc, RateLimitedError | ModelThrottledError):
         headers["Retry-After"] = str(exc.retry_after_s)
     elif status == 503:
         headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_S)
@@ -114,8 +108,19 @@ def error_response(exc: MeteringError) -> Response:
     return _response(status, code, exc.message, headers)
 
 
-def _response(status: int, code: str, message: str, headers: dict[str, str]) -> Response:
+def _response(
+    status: int, code: str, message: str, headers: dict[str, str | list[str]]
+) -> Response:
     return Response(body={"Code": code, "Message": message}, status_code=status, headers=headers)
+
+
+def _request_id(app: Chalice) -> str:
+    """API Gateway's request id; `chalice local` has none, so the Lambda context's stands in."""
+    request = app.current_request
+    request_id = (request.context or {}).get("requestId") if request else None
+    if not request_id and app.lambda_context is not None:
+        request_id = getattr(app.lambda_context, "aws_request_id", "")
+    return str(request_id or "")
 
 
 def endpoint(app: Chalice) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
@@ -125,7 +130,9 @@ def endpoint(app: Chalice) -> Callable[[Callable[..., Response]], Callable[..., 
         @functools.wraps(view)
         def handler(**uri_params: Any) -> Response:
             request = app.current_request
-            request_id = str((request.context or {}).get("requestId", ""))
+            if request is None:  # Chalice sets it before calling a route's view
+                raise RuntimeError("no current request")
+            request_id = _request_id(app)
             logs.clear()
             logs.bind(request_id=request_id)
             try:

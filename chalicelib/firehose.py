@@ -51,7 +51,7 @@ def batch_records(
 
 def backoff_delay(attempt: int, base_s: float, cap_s: float, rand: Callable[[], float]) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt))."""
-    return rand() * min(cap_s, base_s * (2**attempt))
+    return float(rand() * min(cap_s, base_s * (2**attempt)))
 
 
 class FirehoseWriter:
@@ -60,6 +60,7 @@ class FirehoseWriter:
     def __init__(
         self,
         stream_name: str,
+        *,
         client: Any = None,
         max_attempts: int = 4,
         base_delay_s: float = 0.05,
@@ -90,7 +91,9 @@ class FirehoseWriter:
         pending = batch
         for attempt in range(self._max_attempts):
             if attempt:
-                self._sleep(backoff_delay(attempt - 1, self._base_delay_s, self._max_delay_s, self._rand))
+                self._sleep(
+                    backoff_delay(attempt - 1, self._base_delay_s, self._max_delay_s, self._rand)
+                )
             pending = self._send_once(pending)
             if not pending:
                 return []

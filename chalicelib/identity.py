@@ -18,8 +18,8 @@ USERNAME_CLAIM = "cognito:username"
 ALLOWED_ALGORITHMS = ["RS256"]
 MAX_TENANT_ID_LENGTH = 128
 
-MISSING_TOKEN = "Missing bearer token in the Authorization header."
-INVALID_TOKEN = "The token is not a valid, unexpired ID token for this API."
+MISSING_TOKEN = "Missing bearer token in the Authorization header."  # noqa: S105
+INVALID_TOKEN = "The token is not a valid, unexpired ID token for this API."  # noqa: S105
 NO_TENANT = "The token carries no tenant; ask your administrator to assign one."
 
 
@@ -71,7 +71,7 @@ def parse_groups(value: Any) -> frozenset[str]:
 
 
 def bearer_token(headers: Mapping[str, str]) -> str:
-    """The token from `Authorization: Bearer <token>` (a bare token is accepted, as API Gateway does)."""
+    """The token from `Authorization: Bearer <token>` (API Gateway also accepts a bare token)."""
     raw = ""
     for name, value in headers.items():
         if name.lower() == "authorization":

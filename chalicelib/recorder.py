@@ -71,7 +71,5 @@ class UsageRecorder:
             raise UsageNotDurableError(
                 "Usage could not be recorded; the request was not completed. Please retry."
             ) from exc
-        logger.warning(
-            "usage event written to fallback", extra={"event_id": event.event_id}
-        )
+        logger.warning("usage event written to fallback", extra={"event_id": event.event_id})
         return "fallback"

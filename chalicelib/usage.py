@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, TypedDict
 
@@ -58,7 +58,9 @@ class TokenUsage:
         output_tokens = int(usage.get("outputTokens", 0))
         cache_read = int(usage.get("cacheReadInputTokens", 0))
         cache_write = int(usage.get("cacheWriteInputTokens", 0))
-        total = int(usage.get("totalTokens", input_tokens + output_tokens + cache_read + cache_write))
+        total = int(
+            usage.get("totalTokens", input_tokens + output_tokens + cache_read + cache_write)
+        )
         return cls(input_tokens, output_tokens, cache_read, cache_write, total)
 
 
@@ -107,6 +109,7 @@ class UsageEvent:
 
     def to_record(self) -> UsageEventRecord:
         """The event as its schema-v1 wire dict."""
+        tokens = self.tokens
         return UsageEventRecord(
             event_id=self.event_id,
             schema_version=SCHEMA_VERSION,
@@ -114,7 +117,11 @@ class UsageEvent:
             tenant_id=self.tenant_id,
             user_id=self.user_id,
             model_id=self.model_id,
-            **asdict(self.tokens),
+            input_tokens=tokens.input_tokens,
+            output_tokens=tokens.output_tokens,
+            cache_read_input_tokens=tokens.cache_read_input_tokens,
+            cache_write_input_tokens=tokens.cache_write_input_tokens,
+            total_tokens=tokens.total_tokens,
             status=self.status,
             error_code=self.error_code,
             latency_ms=self.latency_ms,

@@ -19,10 +19,26 @@ T = TypeVar("T")
 # Timeouts and retries per AWS service used on the request path. Firehose and Bedrock retries
 # are mostly ours (resend of failed records; throttling mapped to 429), so botocore's are few.
 _CLIENT_OPTIONS: dict[str, dict[str, Any]] = {
-    "firehose": {"connect_timeout": 2, "read_timeout": 5, "retries": {"mode": "standard", "max_attempts": 2}},
-    "s3": {"connect_timeout": 2, "read_timeout": 10, "retries": {"mode": "standard", "max_attempts": 3}},
-    "dynamodb": {"connect_timeout": 2, "read_timeout": 5, "retries": {"mode": "standard", "max_attempts": 3}},
-    "sns": {"connect_timeout": 2, "read_timeout": 5, "retries": {"mode": "standard", "max_attempts": 3}},
+    "firehose": {
+        "connect_timeout": 2,
+        "read_timeout": 5,
+        "retries": {"mode": "standard", "max_attempts": 2},
+    },
+    "s3": {
+        "connect_timeout": 2,
+        "read_timeout": 10,
+        "retries": {"mode": "standard", "max_attempts": 3},
+    },
+    "dynamodb": {
+        "connect_timeout": 2,
+        "read_timeout": 5,
+        "retries": {"mode": "standard", "max_attempts": 3},
+    },
+    "sns": {
+        "connect_timeout": 2,
+        "read_timeout": 5,
+        "retries": {"mode": "standard", "max_attempts": 3},
+    },
 }
 
 
@@ -30,7 +46,7 @@ class Wiring:
     """Builds each dependency once per process (per configuration), on first use."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # builders nest (a recorder builds its clients)
         self._cache: dict[tuple[Any, ...], Any] = {}
         self._overrides: dict[str, Any] = {}
 
@@ -67,7 +83,9 @@ class Wiring:
             from botocore.config import Config
 
             config = Config(**{**_CLIENT_OPTIONS.get(service, {}), **options})
-            return boto3.session.Session().client(service, region_name=settings.region, config=config)
+            return boto3.session.Session().client(
+                service, region_name=settings.region, config=config
+            )
 
         key = (settings.region, repr(sorted(options.items())))
         return self.get(f"client:{service}", key, build)
@@ -77,7 +95,7 @@ wiring = Wiring()
 
 
 def price_table(settings: Settings) -> PriceTable:
-    """The current price table; the stage's model must have a price (checked here, not at bill time)."""
+    """The current price table; the stage's model must be priced (checked now, not at billing)."""
 
     def build() -> PriceTable:
         table = load_price_table()
@@ -115,8 +133,13 @@ def recorder(settings: Settings) -> UsageRecorder:
             s3_client=wiring.client("s3", settings),
         )
 
-    key = (settings.region, settings.firehose_stream_name, settings.analytics_bucket,
-           settings.fallback_prefix, settings.firehose_max_attempts)
+    key = (
+        settings.region,
+        settings.firehose_stream_name,
+        settings.analytics_bucket,
+        settings.fallback_prefix,
+        settings.firehose_max_attempts,
+    )
     return wiring.get("recorder", key, build)
 
 

@@ -1,0 +1,47 @@
+"""Settings come from the environment with documented defaults, and bad values are named."""
+
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.errors import ConfigurationError
+from chalicelib.settings import DEFAULT_MODEL_ID, VERIFY_IN_APP, Settings, route_authorizer_needed
+
+
+def test_defaults_without_environment() -> None:
+    settings = Settings.from_env({})
+    assert settings.model_id == DEFAULT_MODEL_ID
+    assert settings.token_verification == VERIFY_IN_APP
+    assert settings.glue_database == "bedrock_metering_db"
+    assert settings.athena_workgroup == "bedrock-metering-workgroup"
+
+
+def test_issuer_and_jwks_follow_the_pool() -> None:
+    settings = Settings.from_env({"AWS_REGION": "eu-west-1", "USER_POOL_ID": "eu-west-1_abc"})
+    assert settings.token_issuer == "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_abc"
+    assert settings.resolved_jwks_url == settings.token_issuer + "/.well-known/jwks.json"
+    local = Settings.from_env(
+        {"USER_POOL_ID": "p", "JWKS_URL": "http://127.0.0.1:4566/p/.well-known/jwks.json"}
+    )
+    assert local.resolved_jwks_url.startswith("http://127.0.0.1:4566/")
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"MAX_TOKENS_LIMIT": "lots"}, "MAX_TOKENS_LIMIT"),
+        ({"TOKEN_VERIFICATION": "trust-me"}, "TOKEN_VERIFICATION"),
+        ({"QUERY_ENGINE": "sqlite"}, "QUERY_ENGINE"),
+        ({"DEFAULT_MAX_TOKENS": "9000"}, "DEFAULT_MAX_TOKENS"),
+        ({"FIREHOSE_MAX_ATTEMPTS": "0"}, "FIREHOSE_MAX_ATTEMPTS"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], name: str) -> None:
+    with pytest.raises(ConfigurationError, match=name):
+        Settings.from_env(env)
+
+
+def test_only_apigateway_verification_puts_the_authorizer_on_routes() -> None:
+    assert route_authorizer_needed({"TOKEN_VERIFICATION": "apigateway"})
+    assert not route_authorizer_needed({"TOKEN_VERIFICATION": "app"})
+    assert not route_authorizer_needed({})
