@@ -1,0 +1,108 @@
+"""Argument parsing and output for meterctl."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from meterctl import accounts, api
+from meterctl.target import CliError, Target
+
+TOKEN_ENV = "METER_ID_TOKEN"  # noqa: S105 (a variable name, not a secret)
+
+Handler = Callable[[argparse.Namespace, Target], int]
+
+
+def _token(args: argparse.Namespace, target: Target) -> str:
+    """An ID token from --token, $METER_ID_TOKEN, or a login with --username/--password."""
+    token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
+    if token:
+        return str(token)
+    if args.username and args.password:
+        return accounts.login(target, username=args.username, password=args.password)
+    raise CliError(f"Give --token, set {TOKEN_ENV}, or give --username and --password.")
+
+
+def cmd_user_create(args: argparse.Namespace, target: Target) -> int:
+    accounts.create_user(
+        target,
+        tenant_id=args.tenant,
+        username=args.username,
+        password=args.password,
+        email=args.email,
+        admin=args.admin,
+    )
+    role = " (admin)" if args.admin else ""
+    print(f"Created user {args.username!r} for tenant {args.tenant!r}{role}.")
+    return 0
+
+
+def cmd_login(args: argparse.Namespace, target: Target) -> int:
+    print(accounts.login(target, username=args.username, password=args.password))
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace, target: Target) -> int:
+    body: dict[str, object] = {"prompt": args.prompt}
+    if args.max_tokens is not None:
+        body["max_tokens"] = args.max_tokens
+    response = api.call(target, "POST", "/bedrock/chat", _token(args, target), body=body)
+    result = api.require_ok(response)
+    print(result["response"])
+    print(f"usage event: {response.headers.get('X-Request-Id', '?')}", file=sys.stderr)
+    return 0
+
+
+def _add_credentials(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--token", help=f"ID token (or set {TOKEN_ENV})")
+    parser.add_argument("--username", help="log in as this user first")
+    parser.add_argument("--password", help="password for --username")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meterctl",
+        description="Operate Bedrock SaaS Metering: tenant users, login, chat, usage, SQL, plans.",
+    )
+    parser.add_argument(
+        "--outputs",
+        help="stack outputs JSON of the target deployment "
+        "(default: $METER_OUTPUTS or the local stack's .local/outputs.json)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    user = commands.add_parser("user", help="tenant users").add_subparsers(
+        dest="action", required=True
+    )
+    create = user.add_parser("create", help="create a tenant user with a permanent password")
+    create.add_argument("--tenant", required=True, help="tenant id (immutable custom:tenant_id)")
+    create.add_argument("--username", required=True)
+    create.add_argument("--password", required=True)
+    create.add_argument("--email")
+    create.add_argument("--admin", action="store_true", help="also add to the 'admins' group")
+    create.set_defaults(handler=cmd_user_create)
+
+    login = commands.add_parser("login", help="log in and print the ID token")
+    login.add_argument("--username", required=True)
+    login.add_argument("--password", required=True)
+    login.set_defaults(handler=cmd_login)
+
+    chat = commands.add_parser("chat", help="send a prompt as a tenant user")
+    chat.add_argument("prompt")
+    chat.add_argument("--max-tokens", type=int)
+    _add_credentials(chat)
+    chat.set_defaults(handler=cmd_chat)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        target = Target.load(args.outputs)
+        handler: Handler = args.handler
+        return handler(args, target)
+    except CliError as exc:
+        print(f"meterctl: {exc}", file=sys.stderr)
+        return 2
