@@ -7,9 +7,9 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from chalice.app import Chalice, CognitoUserPoolAuthorizer, Request, Response
+from chalice.app import CognitoUserPoolAuthorizer, Request, Response
 
 from chalicelib import logs, wiring
 from chalicelib.errors import (
@@ -48,6 +48,16 @@ UNAVAILABLE_RETRY_AFTER_S = 5
 MISCONFIGURED = "The service is not configured correctly; the operator has been alerted."
 
 
+class RouteHost(Protocol):
+    """A Chalice app or Blueprint: where the current request and Lambda context live."""
+
+    @property
+    def current_request(self) -> Request | None: ...
+
+    @property
+    def lambda_context(self) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Call:
     """One authenticated API call."""
@@ -56,6 +66,11 @@ class Call:
     caller: Caller
     settings: Settings
     request_id: str
+
+    def require_admin(self) -> None:
+        """Refuse (403) callers outside the provider's admin group."""
+        if not self.caller.is_member(self.settings.admin_group):
+            raise ForbiddenError("This endpoint is for provider administrators.")
 
 
 def route_authorizer() -> CognitoUserPoolAuthorizer | None:
@@ -114,7 +129,7 @@ def _response(
     return Response(body={"Code": code, "Message": message}, status_code=status, headers=headers)
 
 
-def _request_id(app: Chalice) -> str:
+def _request_id(app: RouteHost) -> str:
     """API Gateway's request id; `chalice local` has none, so the Lambda context's stands in."""
     request = app.current_request
     request_id = (request.context or {}).get("requestId") if request else None
@@ -123,7 +138,7 @@ def _request_id(app: Chalice) -> str:
     return str(request_id or "")
 
 
-def endpoint(app: Chalice) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
+def endpoint(app: RouteHost) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
     """Wrap a view: bind log context, authenticate, map domain errors to HTTP."""
 
     def decorate(view: Callable[..., Response]) -> Callable[..., Response]:
