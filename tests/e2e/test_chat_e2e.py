@@ -1,0 +1,200 @@
+"""The chat path on the real local stack: reference CLI steps, exact metering, refusals."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.e2e.conftest import PASSWORD, RunningStack
+
+pytestmark = pytest.mark.e2e
+
+
+def aws(stack: RunningStack, *args: str) -> dict[str, object]:
+    """Run the AWS CLI against the local endpoint, exactly as the README shows."""
+    result = subprocess.run(
+        ["aws", *args, "--output", "json"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return json.loads(result.stdout) if result.stdout.strip() else {}
+
+
+def test_reference_cli_steps_give_a_token_and_curl_gets_a_model_answer(
+    local_stack: RunningStack,
+) -> None:
+    pool_id = local_stack.outputs["UserPoolId"]
+    aws(
+        local_stack,
+        "cognito-idp", "admin-create-user",
+        "--user-pool-id", pool_id,
+        "--username", "tenant1-user1",
+        "--user-attributes",
+        "Name=email,Value=user1@example.com", "Name=custom:tenant_id,Value=tenant-001",
+        "--temporary-password", "Temp-Passw0rd!",
+        "--message-action", "SUPPRESS",
+    )  # fmt: skip
+    aws(
+        local_stack,
+        "cognito-idp", "admin-set-user-password",
+        "--user-pool-id", pool_id,
+        "--username", "tenant1-user1",
+        "--password", PASSWORD,
+        "--permanent",
+    )  # fmt: skip
+    auth = aws(
+        local_stack,
+        "cognito-idp", "initiate-auth",
+        "--client-id", local_stack.outputs["UserPoolClientId"],
+        "--auth-flow", "USER_PASSWORD_AUTH",
+        "--auth-parameters", f"USERNAME=tenant1-user1,PASSWORD={PASSWORD}",
+    )  # fmt: skip
+    id_token = auth["AuthenticationResult"]["IdToken"]  # type: ignore[index]
+
+    curl = subprocess.run(
+        [
+            "curl", "-sS", "-X", "POST",
+            local_stack.outputs["ApiGatewayUrl"].rstrip("/") + "/bedrock/chat",
+            "-H", f"Authorization: Bearer {id_token}",
+            "-H", "Content-Type: application/json",
+            "-d", json.dumps({"prompt": "Please explain about AWS Lambda.", "max_tokens": 48}),
+            "-w", "\n%{http_code}",
+        ],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    body, status = curl.stdout.rsplit("\n", 1)
+    assert status == "200"
+    answer = json.loads(body)["response"]
+    assert isinstance(answer, str)
+    assert answer.strip()
+
+
+def test_n_chat_calls_make_exactly_n_events_with_the_models_token_counts(
+    local_stack: RunningStack,
+) -> None:
+    token = local_stack.create_user("tenant-count", "counter")
+    before = len(local_stack.model_calls())
+    request_ids = []
+    for prompt in ("Name a color.", "What is 2+2?", "Say hello."):
+        status, body, headers = local_stack.request(
+            "POST", "/bedrock/chat", token, {"prompt": prompt, "max_tokens": 24}
+        )
+        assert status == 200, body
+        request_ids.append(headers["X-Request-Id"])
+    served = local_stack.model_calls()[before:]
+
+    events = sorted(
+        (e for e in local_stack.raw_events() if e["tenant_id"] == "tenant-count"),
+        key=lambda e: e["timestamp"],
+    )
+    assert [e["event_id"] for e in events] == request_ids
+    assert len(served) == 3
+    for event, call in zip(events, served, strict=True):
+        assert event["status"] == "ok"
+        assert (event["input_tokens"], event["output_tokens"], event["total_tokens"]) == (
+            call["inputTokens"],
+            call["outputTokens"],
+            call["totalTokens"],
+        )
+        assert 0 < event["output_tokens"] <= 24
+        assert event["cost_usd"] != "0"
+
+
+def _segment(obj: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+def test_forged_malformed_and_missing_tokens_get_401(local_stack: RunningStack) -> None:
+    pool_id = local_stack.outputs["UserPoolId"]
+    claims = {
+        "sub": "intruder",
+        "aud": local_stack.outputs["UserPoolClientId"],
+        "iss": f"https://cognito-idp.us-east-1.amazonaws.com/{pool_id}",
+        "token_use": "id",
+        "custom:tenant_id": "tenant-victim",
+        "exp": int(time.time()) + 600,
+    }
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = {
+        "alg none": f"{_segment({'alg': 'none', 'kid': 'dummy'})}.{_segment(claims)}.",
+        "foreign key": jwt.encode(claims, other_key, algorithm="RS256", headers={"kid": "dummy"}),
+        "malformed": "garbage",
+    }
+    for name, token in forged.items():
+        status, body, _ = local_stack.request("POST", "/bedrock/chat", token, {"prompt": "hi"})
+        assert status == 401, (name, body)
+    status, _, _ = local_stack.request("POST", "/bedrock/chat", None, {"prompt": "hi"})
+    assert status == 401
+    assert not [e for e in local_stack.raw_events() if e["tenant_id"] == "tenant-victim"]
+
+
+def test_valid_token_without_a_tenant_gets_403(local_stack: RunningStack) -> None:
+    cognito = local_stack.client("cognito-idp")
+    pool_id = local_stack.outputs["UserPoolId"]
+    cognito.admin_create_user(
+        UserPoolId=pool_id,
+        Username="no-tenant",
+        TemporaryPassword=PASSWORD,
+        MessageAction="SUPPRESS",
+    )
+    cognito.admin_set_user_password(
+        UserPoolId=pool_id, Username="no-tenant", Password=PASSWORD, Permanent=True
+    )
+    token = local_stack.meterctl(
+        "login", "--username", "no-tenant", "--password", PASSWORD
+    ).stdout.strip()
+    status, body, _ = local_stack.request("POST", "/bedrock/chat", token, {"prompt": "hi"})
+    assert status == 403, body
+
+
+def test_bad_input_gets_400_naming_the_problem(local_stack: RunningStack) -> None:
+    token = local_stack.create_user("tenant-bad-input", "sloppy")
+    status, body, _ = local_stack.request("POST", "/bedrock/chat", token, b"{not json")
+    assert (status, "not valid JSON" in body["Message"]) == (400, True)
+    status, body, _ = local_stack.request(
+        "POST", "/bedrock/chat", token, {"prompt": "hi", "max_tokens": 100000}
+    )
+    assert (status, "max_tokens" in body["Message"]) == (400, True)
+    assert not [e for e in local_stack.raw_events() if e["tenant_id"] == "tenant-bad-input"]
+
+
+def test_model_throttling_gives_429_with_retry_after_and_an_error_event(
+    local_stack: RunningStack,
+) -> None:
+    token = local_stack.create_user("tenant-throttled", "hasty")
+    local_stack.set_faults(throttle=1)
+    status, body, headers = local_stack.request(
+        "POST", "/bedrock/chat", token, {"prompt": "hi", "max_tokens": 8}
+    )
+    assert status == 429, body
+    assert int(headers["Retry-After"]) > 0
+    (event,) = [e for e in local_stack.raw_events() if e["tenant_id"] == "tenant-throttled"]
+    assert (event["status"], event["error_code"], event["event_id"]) == (
+        "error",
+        "ThrottlingException",
+        headers["X-Request-Id"],
+    )
+
+
+def test_meterctl_explains_wrong_password_and_unknown_user(local_stack: RunningStack) -> None:
+    local_stack.create_user("tenant-cli", "carol")
+    wrong = local_stack.meterctl(
+        "login", "--username", "carol", "--password", "Not-it-123!", check=False
+    )
+    assert wrong.returncode == 2
+    assert "Incorrect username or password" in wrong.stderr
+    unknown = local_stack.meterctl(
+        "login", "--username", "nobody", "--password", PASSWORD, check=False
+    )
+    assert unknown.returncode == 2
+    assert "No such user" in unknown.stderr
+    assert "Traceback" not in wrong.stderr + unknown.stderr
