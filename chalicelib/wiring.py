@@ -18,26 +18,27 @@ T = TypeVar("T")
 
 # Timeouts and retries per AWS service used on the request path. Firehose and Bedrock retries
 # are mostly ours (resend of failed records; throttling mapped to 429), so botocore's are few.
+# `total_max_attempts` counts calls; botocore's `max_attempts` would count retries.
 _CLIENT_OPTIONS: dict[str, dict[str, Any]] = {
     "firehose": {
         "connect_timeout": 2,
         "read_timeout": 5,
-        "retries": {"mode": "standard", "max_attempts": 2},
+        "retries": {"mode": "standard", "total_max_attempts": 2},
     },
     "s3": {
         "connect_timeout": 2,
         "read_timeout": 10,
-        "retries": {"mode": "standard", "max_attempts": 3},
+        "retries": {"mode": "standard", "total_max_attempts": 3},
     },
     "dynamodb": {
         "connect_timeout": 2,
         "read_timeout": 5,
-        "retries": {"mode": "standard", "max_attempts": 3},
+        "retries": {"mode": "standard", "total_max_attempts": 3},
     },
     "sns": {
         "connect_timeout": 2,
         "read_timeout": 5,
-        "retries": {"mode": "standard", "max_attempts": 3},
+        "retries": {"mode": "standard", "total_max_attempts": 3},
     },
 }
 
@@ -112,7 +113,7 @@ def model(settings: Settings) -> BedrockModel:
         settings,
         connect_timeout=5,
         read_timeout=settings.bedrock_read_timeout_s,
-        retries={"mode": "standard", "max_attempts": 2},
+        retries={"mode": "standard", "total_max_attempts": 2},
     )
     return wiring.get("model", (id(client),), lambda: BedrockModel(client))
 

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -590,6 +591,33 @@ class FaultInjector:
                     raise error(message)
 
 
+class CallLedger:
+    """What the stand-in served, so end-to-end tests can compare metering with the model."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._lock = threading.Lock()
+        self._calls: deque[dict[str, object]] = deque(maxlen=capacity)
+
+    def add(self, model_id: str, generation: Generation, latency_ms: int) -> None:
+        """Remember one successful converse call and the usage it reported."""
+        with self._lock:
+            self._calls.append(
+                {
+                    "modelId": model_id,
+                    "inputTokens": generation.input_tokens,
+                    "outputTokens": generation.output_tokens,
+                    "totalTokens": generation.input_tokens + generation.output_tokens,
+                    "stopReason": generation.stop_reason,
+                    "latencyMs": latency_ms,
+                }
+            )
+
+    def snapshot(self) -> list[dict[str, object]]:
+        """Served calls, oldest first."""
+        with self._lock:
+            return list(self._calls)
+
+
 # --- HTTP ---------------------------------------------------------------------------------
 
 
@@ -608,6 +636,7 @@ class BedrockServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.engine = engine
         self.faults = faults if faults is not None else FaultInjector()
+        self.calls = CallLedger()
         self._thread: threading.Thread | None = None
         self._connections_lock = threading.Lock()
         self._connections: dict[Any, threading.Thread] = {}
@@ -715,6 +744,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(
                     200, {"status": "ok", "engine": self.server.engine.name}, request_id
                 )
+            elif path == "/_calls" and method == "GET":
+                self._send_json(200, {"calls": self.server.calls.snapshot()}, request_id)
             elif path == "/_faults" and method in ("GET", "POST"):
                 self._faults(method, body, request_id)
             else:
@@ -761,6 +792,7 @@ class _Handler(BaseHTTPRequestHandler):
             generation.stop_reason,
             latency_ms,
         )
+        self.server.calls.add(model_id, generation, latency_ms)
         self._send_json(200, build_converse_response(generation, latency_ms), request_id)
 
     def _generate(self, request: ConverseRequest) -> Generation:

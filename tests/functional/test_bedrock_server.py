@@ -95,6 +95,26 @@ def bedrock(server: BedrockServer) -> Any:
 # --- echo engine --------------------------------------------------------------------------
 
 
+def test_calls_ledger_lists_served_calls_with_their_usage(
+    bedrock: Any, server: BedrockServer
+) -> None:
+    before = len(server.calls.snapshot())
+    response = bedrock.converse(modelId=PROFILE_ARN, messages=user("count these words"))
+    set_faults(server, throttle=1)
+    with pytest.raises(ClientError):
+        bedrock.converse(modelId=HAIKU, messages=user("refused"))
+
+    status, _, body = raw_request(server, "GET", "/_calls")
+
+    assert status == 200
+    served = body["calls"][before:]
+    assert len(served) == 1  # the throttled call never reached the model
+    assert served[0]["modelId"] == PROFILE_ARN
+    assert served[0]["inputTokens"] == response["usage"]["inputTokens"]
+    assert served[0]["outputTokens"] == response["usage"]["outputTokens"]
+    assert served[0]["totalTokens"] == response["usage"]["totalTokens"]
+
+
 def test_converse_returns_reply_with_usage(bedrock: Any) -> None:
     response = bedrock.converse(
         modelId=HAIKU,
