@@ -171,7 +171,8 @@ def test_model_throttling_gives_429_with_retry_after_and_an_error_event(
     local_stack: RunningStack,
 ) -> None:
     token = local_stack.create_user("tenant-throttled", "hasty")
-    local_stack.set_faults(throttle=1)
+    # Two: the app's Bedrock client retries a throttled call once before giving up.
+    local_stack.set_faults(throttle=2)
     status, body, headers = local_stack.request(
         "POST", "/bedrock/chat", token, {"prompt": "hi", "max_tokens": 8}
     )
