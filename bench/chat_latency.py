@@ -1,0 +1,106 @@
+"""Chat latency on the local stack with the real model, against the model alone in the same run.
+
+Starts a private local stack (free ports, SmolLM2 behind the Bedrock stand-in), creates a tenant,
+then alternates: one converse call straight to the stand-in (the baseline: model time alone) and
+one POST /bedrock/chat through the app (token check, model call, usage event to Firehose on moto).
+Both use the same prompt and max_tokens, so the difference is what the API and metering add.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+from local.stack import LocalStack, StackConfig
+from tests.e2e.conftest import RunningStack, free_port
+
+PROMPT = "Please explain about AWS Lambda."
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--engine", default="llama", choices=["llama", "echo"])
+    args = parser.parse_args(argv)
+
+    state_dir = Path(tempfile.mkdtemp(prefix="bench-chat-"))
+    config = StackConfig(
+        aws_port=free_port(),
+        bedrock_port=free_port(),
+        api_port=free_port(),
+        engine=args.engine,
+        job_interval_s=3600,
+        state_dir=state_dir,
+    )
+    stack = LocalStack(config)
+    started = time.monotonic()
+    try:
+        outputs = stack.start()
+        startup_s = time.monotonic() - started
+        running = RunningStack(stack, outputs, state_dir / "outputs.json")
+        token = running.create_user("bench-tenant", "bench-user")
+        bedrock = boto3.client(
+            "bedrock-runtime",
+            region_name="us-east-1",
+            endpoint_url=outputs["BedrockEndpointUrl"],
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
+        )
+        direct_ms: list[float] = []
+        api_ms: list[float] = []
+        output_tokens: list[int] = []
+        for _ in range(args.calls):
+            t0 = time.perf_counter()
+            reply = bedrock.converse(
+                modelId="anthropic.claude-3-haiku-20240307-v1:0",
+                messages=[{"role": "user", "content": [{"text": PROMPT}]}],
+                inferenceConfig={"maxTokens": args.max_tokens},
+            )
+            direct_ms.append((time.perf_counter() - t0) * 1000)
+            output_tokens.append(reply["usage"]["outputTokens"])
+
+            request = urllib.request.Request(
+                outputs["ApiGatewayUrl"] + "bedrock/chat",
+                data=json.dumps({"prompt": PROMPT, "max_tokens": args.max_tokens}).encode(),
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                method="POST",
+            )
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=300) as response:
+                response.read()
+            api_ms.append((time.perf_counter() - t0) * 1000)
+    finally:
+        stack.stop()
+
+    direct_median = statistics.median(direct_ms)
+    api_median = statistics.median(api_ms)
+    print(f"engine={args.engine} calls={args.calls} max_tokens={args.max_tokens} prompt={PROMPT!r}")
+    print(f"stack startup: {startup_s:.1f} s")
+    print(f"median output tokens: {statistics.median(output_tokens):.0f}")
+    direct_p90 = percentile(direct_ms, 0.9)
+    api_p90 = percentile(api_ms, 0.9)
+    print(f"model alone (baseline):  median {direct_median:7.1f} ms  p90 {direct_p90:7.1f} ms")
+    print(f"POST /bedrock/chat:      median {api_median:7.1f} ms  p90 {api_p90:7.1f} ms")
+    print(
+        f"API + metering overhead: median {api_median - direct_median:+7.1f} ms  "
+        f"ratio {api_median / direct_median:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
