@@ -17,7 +17,7 @@ def main() -> int:
     for name in names:
         print(f"\n== bench.{name} ==", flush=True)
         module = importlib.import_module(f"bench.{name}")
-        module.main([])
+        module.main()
     return 0
 
 
