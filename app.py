@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from chalice.app import Chalice, Response
+from typing import Any
+
+from chalice.app import Chalice, CloudWatchEvent, Cron, Response
 
 from chalicelib import logs, wiring
+from chalicelib.analytics import maintenance
+from chalicelib.analytics.routes import analytics_routes
 from chalicelib.chat import parse_chat_request
 from chalicelib.edge import Call, endpoint, route_authorizer
 
@@ -14,6 +18,7 @@ logs.configure()
 
 AUTHORIZER = route_authorizer()
 api = endpoint(app)
+app.register_blueprint(analytics_routes)  # GET /usage, GET /admin/usage
 
 
 @app.route("/bedrock/chat", methods=["POST"], authorizer=AUTHORIZER)
@@ -23,3 +28,26 @@ def bedrock_chat(call: Call) -> Response:
     request = parse_chat_request(call.request.raw_body, wiring.chat_limits(call.settings))
     result = wiring.chat_service(call.settings).chat(call.caller, request, call.request_id)
     return Response(body={"response": result.text}, headers={"X-Request-Id": result.event_id})
+
+
+# Partition maintenance (UTC). Each run rebuilds a day only if its input objects changed.
+@app.schedule(Cron(10, "*", "*", "*", "?", "*"))
+def maintain_usage_today(event: CloudWatchEvent) -> dict[str, Any]:
+    """Hourly: today's usage partition, from the events recorded so far."""
+    now = maintenance.schedule_time(event)
+    return maintenance.run(wiring.wiring.settings(), now, maintenance.TODAY)
+
+
+@app.schedule(Cron(40, 0, "*", "*", "?", "*"))
+def maintain_usage_yesterday(event: CloudWatchEvent) -> dict[str, Any]:
+    """After midnight: yesterday's partition, with the events that arrived after its hour."""
+    now = maintenance.schedule_time(event)
+    return maintenance.run(wiring.wiring.settings(), now, maintenance.YESTERDAY)
+
+
+@app.schedule(Cron(20, 3, "*", "*", "?", "*"))
+def sweep_late_usage(event: CloudWatchEvent) -> dict[str, Any]:
+    """Daily: the days before yesterday, rebuilt only where objects were delivered late."""
+    settings = wiring.wiring.settings()
+    now = maintenance.schedule_time(event)
+    return maintenance.run(settings, now, maintenance.sweep_days(settings))

@@ -13,6 +13,7 @@ from chalice.app import CognitoUserPoolAuthorizer, Request, Response
 
 from chalicelib import logs, wiring
 from chalicelib.errors import (
+    AnalyticsUnavailableError,
     AuthenticationError,
     BudgetStoreUnavailableError,
     ConfigurationError,
@@ -43,6 +44,7 @@ _STATUS: list[tuple[type[MeteringError], int, str]] = [
     (UsageNotDurableError, 503, "ServiceUnavailableError"),
     (IdentityProviderUnavailableError, 503, "ServiceUnavailableError"),
     (BudgetStoreUnavailableError, 503, "ServiceUnavailableError"),
+    (AnalyticsUnavailableError, 503, "ServiceUnavailableError"),
 ]
 UNAVAILABLE_RETRY_AFTER_S = 5
 MISCONFIGURED = "The service is not configured correctly; the operator has been alerted."

@@ -70,5 +70,17 @@ class BudgetStoreUnavailableError(MeteringError):
     """The budget counters could not be read or reserved; fail closed (503)."""
 
 
+class AnalyticsUnavailableError(MeteringError):
+    """The analytics engine (Athena or local DuckDB) could not answer (503).
+
+    `detail` keeps the engine's own text for logs and the operator CLI; it is never sent to
+    an API caller.
+    """
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
 class NotFoundError(MeteringError):
     """The named thing does not exist (404)."""

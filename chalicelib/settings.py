@@ -41,6 +41,8 @@ DEFAULT_TOKENS_PER_MINUTE = "DEFAULT_TOKENS_PER_MINUTE"
 DEFAULT_REQUESTS_PER_MINUTE = "DEFAULT_REQUESTS_PER_MINUTE"
 RESERVATION_TTL_S = "RESERVATION_TTL_S"
 ADMIN_GROUP = "ADMIN_GROUP"
+PARTITION_LATENESS_HOURS = "PARTITION_LATENESS_HOURS"
+PARTITION_SWEEP_DAYS = "PARTITION_SWEEP_DAYS"
 
 DEFAULT_MODEL_ID = "anthropic.claude-3-haiku-20240307-v1:0"
 
@@ -89,6 +91,8 @@ class Settings:
     default_requests_per_minute: int
     reservation_ttl_s: int
     admin_group: str
+    partition_lateness_hours: int = 2
+    partition_sweep_days: int = 7
 
     @property
     def token_issuer(self) -> str:
@@ -135,6 +139,8 @@ class Settings:
             default_requests_per_minute=_int(env, DEFAULT_REQUESTS_PER_MINUTE, 60),
             reservation_ttl_s=_int(env, RESERVATION_TTL_S, 900),
             admin_group=env.get(ADMIN_GROUP, "admins"),
+            partition_lateness_hours=_int(env, PARTITION_LATENESS_HOURS, 2),
+            partition_sweep_days=_int(env, PARTITION_SWEEP_DAYS, 7),
         )
         settings.validate()
         return settings
@@ -157,6 +163,10 @@ class Settings:
             raise ConfigurationError(f"{MAX_PROMPT_CHARS} must be positive")
         if self.firehose_max_attempts < 1:
             raise ConfigurationError(f"{FIREHOSE_MAX_ATTEMPTS} must be at least 1")
+        if not 0 <= self.partition_lateness_hours <= 48:
+            raise ConfigurationError(f"{PARTITION_LATENESS_HOURS} must be between 0 and 48")
+        if not 0 <= self.partition_sweep_days <= 62:
+            raise ConfigurationError(f"{PARTITION_SWEEP_DAYS} must be between 0 and 62")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chalicelib.bedrock import BedrockModel
 from chalicelib.chat import ChatLimits, ChatService
@@ -13,6 +13,9 @@ from chalicelib.identity import IdTokenVerifier
 from chalicelib.pricing import PriceTable, load_price_table
 from chalicelib.recorder import UsageRecorder
 from chalicelib.settings import Settings
+
+if TYPE_CHECKING:
+    from chalicelib.analytics.engines import QueryEngine
 
 T = TypeVar("T")
 
@@ -175,3 +178,43 @@ def chat_limits(settings: Settings) -> ChatLimits:
         default_max_tokens=settings.default_max_tokens,
         max_tokens_limit=settings.max_tokens_limit,
     )
+
+
+def analytics_s3(settings: Settings) -> Any:
+    """S3 for the partition job and the local query engine: longer reads, more retries."""
+    return wiring.client(
+        "s3", settings, read_timeout=60, retries={"mode": "standard", "total_max_attempts": 5}
+    )
+
+
+def analytics_session(settings: Settings) -> Any:
+    """The boto3 session awswrangler builds its Athena, Glue and S3 clients from."""
+
+    def build() -> Any:
+        import boto3
+
+        return boto3.session.Session(region_name=settings.region)
+
+    return wiring.get("analytics_session", (settings.region,), build)
+
+
+def query_engine(settings: Settings) -> QueryEngine:
+    """Where usage SQL runs: Athena when deployed, DuckDB over the local curated data."""
+
+    def build() -> QueryEngine:
+        from chalicelib.analytics.engines import engine_for
+
+        return engine_for(
+            settings, s3=analytics_s3(settings), boto3_session=analytics_session(settings)
+        )
+
+    key = (
+        settings.query_engine,
+        settings.region,
+        settings.analytics_bucket,
+        settings.curated_prefix,
+        settings.glue_database,
+        settings.glue_table,
+        settings.athena_workgroup,
+    )
+    return wiring.get("query_engine", key, build)

@@ -1,0 +1,1 @@
+"""Usage analytics: partition maintenance, one SQL layer (Athena or DuckDB), usage reports."""

@@ -1,0 +1,84 @@
+"""Scheduled partition maintenance: which days each schedule rebuilds, with the stage's clients."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from chalicelib import wiring
+from chalicelib.analytics.partitions import (
+    PartitionJobConfig,
+    PartitionJobError,
+    Progress,
+    job,
+)
+from chalicelib.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+TODAY: tuple[int, ...] = (0,)
+YESTERDAY: tuple[int, ...] = (1,)
+
+
+def sweep_days(settings: Settings) -> tuple[int, ...]:
+    """The older days the daily sweep rechecks (2 days ago and back): late objects land there."""
+    return tuple(range(2, 2 + settings.partition_sweep_days))
+
+
+def schedule_time(event: Any) -> datetime:
+    """When a schedule fired (its event's `time`), so a delayed start still picks its day."""
+    text = getattr(event, "time", None)
+    if text is None and isinstance(event, dict):
+        text = event.get("time")
+    if isinstance(text, str) and text:
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            moment = None
+        if moment is not None and moment.tzinfo is not None:
+            return moment.astimezone(UTC)
+    return datetime.now(UTC)
+
+
+def run(
+    settings: Settings,
+    now: datetime,
+    days_back: Iterable[int],
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Bring the partitions of the given days (counted back from `now`'s UTC date) up to date.
+
+    Each day is independent: one that fails does not stop the others, and the run raises at
+    the end so the invocation is marked failed (and retried by Lambda) if any did.
+    """
+    config = PartitionJobConfig.from_settings(settings)
+    s3 = wiring.analytics_s3(settings)
+    session = wiring.analytics_session(settings)
+    today = now.astimezone(UTC).date()
+    results: list[dict[str, Any]] = []
+    failed: list[str] = []
+    for offset in days_back:
+        day = today - timedelta(days=offset)
+        try:
+            result = job(
+                day=day,
+                now=now,
+                config=config,
+                s3=s3,
+                boto3_session=session,
+                force=force,
+                progress=progress,
+            )
+        except Exception:
+            # Logged here with its day; the others still run, and the run fails below.
+            logger.exception("usage partition maintenance failed", extra={"day": str(day)})
+            failed.append(day.isoformat())
+            continue
+        results.append(result.summary())
+    if failed:
+        raise PartitionJobError(f"partition maintenance failed for {', '.join(failed)}")
+    return {"partitions": results}

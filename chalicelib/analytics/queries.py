@@ -1,0 +1,105 @@
+"""The analytics SQL, written once in Athena (Trino) dialect; caller values are `?` parameters.
+
+Every statement here runs unchanged on Athena and, transpiled by sqlglot, on DuckDB. Values
+never enter the text: they travel as positional parameters, bound by name with
+`NamedQuery.bind`. Athena accepts `?` only in the WHERE clause, so that is the only place one
+appears. The table is named without its database: Athena runs in the Glue database, the local
+engine puts the same name on its search path.
+
+Periods are pruned twice: `year BETWEEN` bounds the partitions Athena lists, the concatenated
+`year-month-day` bounds the exact days. Both are ISO strings, so string order is date order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The curated table every statement reads (Glue: bedrock_metering_db.token_usage_logs).
+USAGE_TABLE = "token_usage_logs"
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    """One SQL statement and the names of its positional parameters, in order."""
+
+    name: str
+    sql: str
+    params: tuple[str, ...]
+
+    def bind(self, **values: str) -> tuple[str, ...]:
+        """The parameter values in placeholder order; every name exactly once, all strings."""
+        missing = [name for name in self.params if name not in values]
+        extra = sorted(set(values) - set(self.params))
+        if missing or extra:
+            raise ValueError(f"{self.name}: missing {missing}, unexpected {extra}")
+        for name, value in values.items():
+            if not isinstance(value, str):
+                raise TypeError(f"{self.name}: parameter {name} must be a string")
+        return tuple(values[name] for name in self.params)
+
+
+# `requests` counts calls that succeeded; `failed_requests` the error, rejected and aborted
+# ones. The status literals are part of the query, not input.
+TENANT_DAILY_USAGE = NamedQuery(
+    name="tenant_daily_usage",
+    sql="""SELECT
+    concat(year, '-', month, '-', day) AS usage_date,
+    SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS requests,
+    SUM(CASE WHEN status IN ('error', 'rejected', 'aborted') THEN 1 ELSE 0 END) AS failed_requests,
+    SUM(input_tokens) AS input_tokens,
+    SUM(output_tokens) AS output_tokens,
+    SUM(cache_read_input_tokens) AS cache_read_input_tokens,
+    SUM(cache_write_input_tokens) AS cache_write_input_tokens,
+    SUM(total_tokens) AS total_tokens,
+    SUM(cost_usd) AS cost_usd
+FROM token_usage_logs
+WHERE tenant_id = ?
+    AND year BETWEEN ? AND ?
+    AND concat(year, '-', month, '-', day) BETWEEN ? AND ?
+GROUP BY year, month, day
+ORDER BY usage_date""",
+    params=("tenant_id", "first_year", "last_year", "first_day", "last_day"),
+)
+
+ALL_TENANTS_USAGE = NamedQuery(
+    name="all_tenants_usage",
+    sql="""SELECT
+    tenant_id,
+    SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS requests,
+    SUM(CASE WHEN status IN ('error', 'rejected', 'aborted') THEN 1 ELSE 0 END) AS failed_requests,
+    SUM(input_tokens) AS input_tokens,
+    SUM(output_tokens) AS output_tokens,
+    SUM(cache_read_input_tokens) AS cache_read_input_tokens,
+    SUM(cache_write_input_tokens) AS cache_write_input_tokens,
+    SUM(total_tokens) AS total_tokens,
+    SUM(cost_usd) AS cost_usd
+FROM token_usage_logs
+WHERE year BETWEEN ? AND ?
+    AND concat(year, '-', month, '-', day) BETWEEN ? AND ?
+GROUP BY tenant_id
+ORDER BY tenant_id""",
+    params=("first_year", "last_year", "first_day", "last_day"),
+)
+
+ONE_TENANT_USAGE = NamedQuery(
+    name="one_tenant_usage",
+    sql="""SELECT
+    tenant_id,
+    SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS requests,
+    SUM(CASE WHEN status IN ('error', 'rejected', 'aborted') THEN 1 ELSE 0 END) AS failed_requests,
+    SUM(input_tokens) AS input_tokens,
+    SUM(output_tokens) AS output_tokens,
+    SUM(cache_read_input_tokens) AS cache_read_input_tokens,
+    SUM(cache_write_input_tokens) AS cache_write_input_tokens,
+    SUM(total_tokens) AS total_tokens,
+    SUM(cost_usd) AS cost_usd
+FROM token_usage_logs
+WHERE tenant_id = ?
+    AND year BETWEEN ? AND ?
+    AND concat(year, '-', month, '-', day) BETWEEN ? AND ?
+GROUP BY tenant_id
+ORDER BY tenant_id""",
+    params=("tenant_id", "first_year", "last_year", "first_day", "last_day"),
+)
+
+NAMED_QUERIES: tuple[NamedQuery, ...] = (TENANT_DAILY_USAGE, ALL_TENANTS_USAGE, ONE_TENANT_USAGE)

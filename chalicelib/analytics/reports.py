@@ -1,0 +1,234 @@
+"""Usage reports for GET /usage and GET /admin/usage: periods, queries, response shapes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any, TypedDict
+
+from chalicelib.analytics.engines import QueryEngine
+from chalicelib.analytics.queries import (
+    ALL_TENANTS_USAGE,
+    ONE_TENANT_USAGE,
+    TENANT_DAILY_USAGE,
+    NamedQuery,
+)
+from chalicelib.errors import InvalidRequestError
+from chalicelib.identity import MAX_TENANT_ID_LENGTH
+from chalicelib.pricing import format_usd
+
+MAX_PERIOD_DAYS = 366
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+COUNTERS: tuple[str, ...] = (
+    "requests",
+    "failed_requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_write_input_tokens",
+    "total_tokens",
+)
+
+
+class UsageTotals(TypedDict):
+    """Counts for a period or a day. `cost_usd` is an exact decimal string."""
+
+    requests: int
+    failed_requests: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_input_tokens: int
+    cache_write_input_tokens: int
+    total_tokens: int
+    cost_usd: str
+
+
+class DayUsage(UsageTotals):
+    """One UTC day's counts."""
+
+    date: str
+
+
+# "from" is a Python keyword, hence the functional form.
+TenantUsageReport = TypedDict(
+    "TenantUsageReport",
+    {"tenant_id": str, "from": str, "to": str, "totals": UsageTotals, "days": list[DayUsage]},
+)
+
+
+class TenantTotals(TypedDict):
+    tenant_id: str
+    totals: UsageTotals
+
+
+AdminUsageReport = TypedDict(
+    "AdminUsageReport", {"from": str, "to": str, "tenants": list[TenantTotals]}
+)
+
+
+@dataclass(frozen=True)
+class Period:
+    """An inclusive range of UTC days."""
+
+    first: date
+    last: date
+
+    @property
+    def days(self) -> int:
+        return (self.last - self.first).days + 1
+
+    def params(self) -> dict[str, str]:
+        """The period as the named queries' parameters."""
+        return {
+            "first_year": f"{self.first:%Y}",
+            "last_year": f"{self.last:%Y}",
+            "first_day": self.first.isoformat(),
+            "last_day": self.last.isoformat(),
+        }
+
+
+def parse_period(query: Mapping[str, Any] | None, today: date) -> Period:
+    """`from` and `to` (inclusive ISO dates) from a query string; default: this month to date.
+
+    `to` defaults to `today` and `from` to the first day of `to`'s month.
+
+    Raises InvalidRequestError naming the problem: a malformed or impossible date, a `from`
+    after `to`, or a range longer than MAX_PERIOD_DAYS.
+    """
+    first = _date_param(query, "from")
+    last = _date_param(query, "to")
+    if last is None:
+        last = today
+    if first is None:
+        first = last.replace(day=1)
+    if first > last:
+        raise InvalidRequestError(f"'from' ({first}) is after 'to' ({last}).")
+    period = Period(first, last)
+    if period.days > MAX_PERIOD_DAYS:
+        raise InvalidRequestError(
+            f"The range covers {period.days} days; at most {MAX_PERIOD_DAYS} are allowed."
+        )
+    return period
+
+
+def parse_tenant_filter(query: Mapping[str, Any] | None) -> str | None:
+    """The optional `tenant_id` filter of the admin report."""
+    value = _single(query, "tenant_id")
+    if value is None:
+        return None
+    if not value.strip() or len(value) > MAX_TENANT_ID_LENGTH:
+        raise InvalidRequestError(
+            f"'tenant_id' must be 1 to {MAX_TENANT_ID_LENGTH} characters when given."
+        )
+    return value
+
+
+def _single(query: Mapping[str, Any] | None, name: str) -> str | None:
+    if not query or name not in query:
+        return None
+    getlist = getattr(query, "getlist", None)
+    values = list(getlist(name)) if callable(getlist) else [query[name]]
+    if len(values) != 1:
+        raise InvalidRequestError(f"Give '{name}' at most once.")
+    value = values[0]
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"'{name}' must be text.")
+    return value
+
+
+def _date_param(query: Mapping[str, Any] | None, name: str) -> date | None:
+    value = _single(query, name)
+    if value is None:
+        return None
+    if not _ISO_DATE.match(value):
+        raise InvalidRequestError(f"'{name}' must be a date as YYYY-MM-DD.")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequestError(f"'{name}' is not a real calendar date.") from None
+
+
+# --------------------------------------------------------------------------- counts
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Summed usage; cost exact."""
+
+    requests: int = 0
+    failed_requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Counts:
+        """A result row of the named queries (SUMs over no rows are NULL: zero)."""
+        return cls(
+            **{name: int(row.get(name) or 0) for name in COUNTERS},
+            cost_usd=Decimal(str(row.get("cost_usd") or 0)),
+        )
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            **{name: getattr(self, name) + getattr(other, name) for name in COUNTERS},
+            cost_usd=self.cost_usd + other.cost_usd,
+        )
+
+    def to_json(self) -> UsageTotals:
+        return UsageTotals(
+            requests=self.requests,
+            failed_requests=self.failed_requests,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cache_read_input_tokens=self.cache_read_input_tokens,
+            cache_write_input_tokens=self.cache_write_input_tokens,
+            total_tokens=self.total_tokens,
+            cost_usd=format_usd(self.cost_usd),
+        )
+
+
+def _run(engine: QueryEngine, query: NamedQuery, **values: str) -> list[dict[str, Any]]:
+    return engine.query(query.sql, query.bind(**values)).records()
+
+
+def tenant_usage(engine: QueryEngine, tenant_id: str, period: Period) -> TenantUsageReport:
+    """One tenant's totals and the days it had usage on, oldest first."""
+    rows = _run(engine, TENANT_DAILY_USAGE, tenant_id=tenant_id, **period.params())
+    days: list[DayUsage] = []
+    totals = Counts()
+    for row in rows:
+        counts = Counts.from_row(row)
+        totals += counts
+        days.append(DayUsage(date=str(row["usage_date"]), **counts.to_json()))
+    return {
+        "tenant_id": tenant_id,
+        "from": period.first.isoformat(),
+        "to": period.last.isoformat(),
+        "totals": totals.to_json(),
+        "days": days,
+    }
+
+
+def tenants_usage(
+    engine: QueryEngine, period: Period, tenant_id: str | None = None
+) -> AdminUsageReport:
+    """Every tenant's totals for the period (or just `tenant_id`'s), by tenant id."""
+    if tenant_id is None:
+        rows = _run(engine, ALL_TENANTS_USAGE, **period.params())
+    else:
+        rows = _run(engine, ONE_TENANT_USAGE, tenant_id=tenant_id, **period.params())
+    return {
+        "from": period.first.isoformat(),
+        "to": period.last.isoformat(),
+        "tenants": [
+            TenantTotals(tenant_id=str(row["tenant_id"]), totals=Counts.from_row(row).to_json())
+            for row in rows
+        ],
+    }
