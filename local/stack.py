@@ -281,10 +281,44 @@ class LocalStack:
         self._job_thread.start()
 
 
+JOB_TIMEOUT_S = 900.0  # a deployed run has Lambda's 15 minutes
+
+
 def scheduled_job(config: StackConfig, outputs: Mapping[str, str]) -> Callable[[], None] | None:
-    """The partition-maintenance job the deployed schedule would run (None until it exists)."""
-    del config, outputs
-    return None
+    """The partition-maintenance job the deployed schedules run, for today and yesterday.
+
+    Each call runs `local.partition_job` as a child process with the app's environment (its
+    output goes to logs/jobs.log), so the job's clients and imports stay out of this process.
+    """
+    from local.provision import env_from_outputs
+
+    env = {
+        **os.environ,
+        **config.base_env(),
+        **env_from_outputs(outputs),
+        "STAGE": STAGE,
+        "PYTHONUNBUFFERED": "1",
+    }
+    log_path = config.state_dir / "logs" / "jobs.log"
+
+    def run() -> None:
+        with log_path.open("ab") as log:
+            completed = subprocess.run(
+                [sys.executable, "-m", "local.partition_job"],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=JOB_TIMEOUT_S,
+                check=False,
+            )
+        if completed.returncode != 0:
+            raise StackError(
+                f"partition maintenance exited with code {completed.returncode}; see {log_path}"
+            )
+
+    return run
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from meterctl import accounts, api
+from meterctl import accounts, analytics_cmds, api
 from meterctl.target import CliError, Target
 
 TOKEN_ENV = "METER_ID_TOKEN"  # noqa: S105 (a variable name, not a secret)
@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-tokens", type=int)
     _add_credentials(chat)
     chat.set_defaults(handler=cmd_chat)
+
+    analytics_cmds.register(commands)  # sql, usage, backfill
     return parser
 
 
