@@ -283,10 +283,14 @@ def _parse_vectorised(body: bytes, key: str) -> tuple[Any, int, list[InvalidLine
     invalid: list[InvalidLine] = []
     if bad:
         bad_rows = pc.indices_nonzero(pc.invert(complete)).to_pylist()
-        invalid = [
-            InvalidLine(key, row + 1, "a required field is missing or null")
-            for row in bad_rows[:REPORTED_INVALID_LINES]
-        ]
+        for row in bad_rows[:REPORTED_INVALID_LINES]:
+            missing = [
+                name
+                for name in (*FIELDS, "_ts")
+                if name not in OPTIONAL_FIELDS and not table.column(name)[row].is_valid
+            ]
+            field_name = "timestamp" if missing[0] == "_ts" else missing[0]
+            invalid.append(InvalidLine(key, row + 1, f"{field_name} is missing"))
         table = table.filter(complete)
     return table, rows, invalid, bad
 

@@ -21,7 +21,7 @@ from chalicelib.identity import MAX_TENANT_ID_LENGTH
 from chalicelib.pricing import format_usd
 
 MAX_PERIOD_DAYS = 366
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII digits; used with fullmatch
 COUNTERS: tuple[str, ...] = (
     "requests",
     "failed_requests",
@@ -143,7 +143,7 @@ def _date_param(query: Mapping[str, Any] | None, name: str) -> date | None:
     value = _single(query, name)
     if value is None:
         return None
-    if not _ISO_DATE.match(value):
+    if not _ISO_DATE.fullmatch(value):
         raise InvalidRequestError(f"'{name}' must be a date as YYYY-MM-DD.")
     try:
         return date.fromisoformat(value)
