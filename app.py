@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice.app import Chalice, CloudWatchEvent, Cron, Response
+from chalice.app import Chalice, CloudWatchEvent, Cron, Rate, Response
 
 from chalicelib import logs, wiring
 from chalicelib.analytics import maintenance
 from chalicelib.analytics.routes import analytics_routes
+from chalicelib.budgets.routes import budget_routes
 from chalicelib.chat import parse_chat_request
 from chalicelib.edge import Call, endpoint, route_authorizer
 
@@ -19,6 +20,7 @@ logs.configure()
 AUTHORIZER = route_authorizer()
 api = endpoint(app)
 app.register_blueprint(analytics_routes)  # GET /usage, GET /admin/usage
+app.register_blueprint(budget_routes)  # GET/PUT /admin/tenants/{tenant_id}/plan, GET /usage/plan
 
 
 @app.route("/bedrock/chat", methods=["POST"], authorizer=AUTHORIZER)
@@ -51,3 +53,9 @@ def sweep_late_usage(event: CloudWatchEvent) -> dict[str, Any]:
     settings = wiring.wiring.settings()
     now = maintenance.schedule_time(event)
     return maintenance.run(settings, now, maintenance.sweep_days(settings))
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES))
+def repair_budget_counters(event: CloudWatchEvent) -> dict[str, int]:
+    """Every 5 minutes: finish expired budget reservations, resend missed budget alerts."""
+    return wiring.run_budget_repair(wiring.wiring.settings(), maintenance.schedule_time(event))

@@ -1,4 +1,4 @@
-"""POST /bedrock/chat: validate, call the model, record exactly one durable usage event."""
+"""POST /bedrock/chat: validate, reserve budget, call the model, record, settle."""
 
 from __future__ import annotations
 
@@ -8,12 +8,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from decimal import Decimal
+from typing import Any, Protocol
 
 from chalicelib.bedrock import ModelReply
-from chalicelib.errors import InvalidRequestError, ModelError
+from chalicelib.errors import (
+    BudgetStoreUnavailableError,
+    ForbiddenError,
+    InvalidRequestError,
+    ModelError,
+    RateLimitedError,
+)
 from chalicelib.identity import Caller
-from chalicelib.pricing import PriceTable
+from chalicelib.pricing import Cost, PriceTable
 from chalicelib.usage import NO_TOKENS, Status, TokenUsage, UsageEvent, new_event_id
 
 logger = logging.getLogger(__name__)
@@ -37,6 +44,17 @@ class ChatRequest:
 
 
 @dataclass(frozen=True)
+class _Call:
+    """One chat call in progress: what its usage event will say about it."""
+
+    event_id: str
+    timestamp: datetime
+    started: float
+    caller: Caller
+    request_id: str
+
+
+@dataclass(frozen=True)
 class ChatResult:
     """What the caller gets back, and the id of the usage event that bills it."""
 
@@ -54,6 +72,38 @@ class Recorder(Protocol):
     """The usage port (chalicelib.recorder.UsageRecorder in production)."""
 
     def record(self, event: UsageEvent) -> str: ...
+
+
+class Budget(Protocol):
+    """The budget port (chalicelib.budgets.service.BudgetService in production).
+
+    `reserve` returns an opaque hold, or raises a refusal before the model is called;
+    `settle` and `release` never raise.
+    """
+
+    def reserve(
+        self,
+        *,
+        tenant_id: str,
+        model_id: str,
+        prompt: str,
+        max_tokens: int,
+        event_id: str,
+        timestamp: datetime,
+    ) -> Any: ...
+
+    def settle(self, hold: Any, tokens: TokenUsage, cost_usd: Decimal) -> None: ...
+
+    def release(self, hold: Any) -> None: ...
+
+
+# Refusals from the budget: the model is not called, a `rejected` event records why.
+BUDGET_REFUSALS = (
+    RateLimitedError,
+    ForbiddenError,
+    InvalidRequestError,
+    BudgetStoreUnavailableError,
+)
 
 
 def parse_chat_request(raw_body: bytes | str | None, limits: ChatLimits) -> ChatRequest:
@@ -99,11 +149,13 @@ class ChatService:
         prices: PriceTable,
         model_id: str,
         stage: str,
+        budget: Budget | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._model = model
         self._recorder = recorder
+        self._budget = budget
         self._prices = prices
         self._model_id = model_id
         self._stage = stage
@@ -111,79 +163,91 @@ class ChatService:
         self._clock = clock
 
     def chat(self, caller: Caller, request: ChatRequest, request_id: str) -> ChatResult:
-        """Call the model and record the usage event before returning.
+        """Reserve the worst case, call the model, record the usage event, settle.
 
-        A model failure is recorded (status `error`) and re-raised with `event_id` attached.
-        If the event cannot be made durable, UsageNotDurableError propagates: no answer
-        is returned for usage that was not recorded.
+        A budget refusal is recorded (status `rejected`, best effort) and re-raised: the
+        model is not called. A model failure is recorded (status `error`), its reservation
+        released, and re-raised with `event_id` attached. If the event cannot be made
+        durable, the reservation is released and UsageNotDurableError propagates: no answer
+        is returned for usage that was not recorded. The settle comes after the event is
+        durable and never fails the request (the repair job finishes a failed settle).
         """
-        event_id = new_event_id()
-        timestamp = self._now()
-        started = self._clock()
+        call = _Call(new_event_id(), self._now(), self._clock(), caller, request_id)
+        hold = self._reserve(call, request)
         try:
             reply = self._model.converse(self._model_id, request.prompt, request.max_tokens)
         except ModelError as exc:
-            exc.event_id = event_id
-            failed = self._event(
-                event_id=event_id,
-                timestamp=timestamp,
-                caller=caller,
-                tokens=NO_TOKENS,
-                status="error",
-                error_code=exc.error_code,
-                started=started,
-                request_id=request_id,
-            )
-            self._record_failure(failed)
+            exc.event_id = call.event_id
+            self._record_failure(self._event(call, NO_TOKENS, "error", exc.error_code))
+            self._release(hold)
             raise
-        event = self._event(
-            event_id=event_id,
-            timestamp=timestamp,
-            caller=caller,
-            tokens=reply.usage,
-            status="ok",
-            error_code=None,
-            started=started,
-            request_id=request_id,
-        )
-        self._recorder.record(event)
-        return ChatResult(text=reply.text, event_id=event_id)
+        cost = self._prices.cost(self._model_id, reply.usage)
+        event = self._event(call, reply.usage, "ok", None, cost)
+        try:
+            self._recorder.record(event)
+        except Exception:
+            self._release(hold)  # not recorded, so not billed
+            raise
+        if self._budget is not None and hold is not None:
+            self._budget.settle(hold, reply.usage, cost.usd)
+        return ChatResult(text=reply.text, event_id=call.event_id)
+
+    def _reserve(self, call: _Call, request: ChatRequest) -> Any:
+        if self._budget is None:
+            return None
+        try:
+            return self._budget.reserve(
+                tenant_id=call.caller.tenant_id,
+                model_id=self._model_id,
+                prompt=request.prompt,
+                max_tokens=request.max_tokens,
+                event_id=call.event_id,
+                timestamp=call.timestamp,
+            )
+        except BUDGET_REFUSALS as exc:
+            code = str(getattr(exc, "error_code", type(exc).__name__))
+            if self._record_failure(self._event(call, NO_TOKENS, "rejected", code)):
+                exc.event_id = call.event_id
+            raise
+
+    def _release(self, hold: Any) -> None:
+        if self._budget is not None and hold is not None:
+            self._budget.release(hold)
 
     def _event(
         self,
-        *,
-        event_id: str,
-        timestamp: datetime,
-        caller: Caller,
+        call: _Call,
         tokens: TokenUsage,
         status: Status,
         error_code: str | None,
-        started: float,
-        request_id: str,
+        cost: Cost | None = None,
     ) -> UsageEvent:
-        cost = self._prices.cost(self._model_id, tokens)
+        cost = cost or self._prices.cost(self._model_id, tokens)
         return UsageEvent(
-            event_id=event_id,
-            timestamp=timestamp,
-            tenant_id=caller.tenant_id,
-            user_id=caller.user_id,
+            event_id=call.event_id,
+            timestamp=call.timestamp,
+            tenant_id=call.caller.tenant_id,
+            user_id=call.caller.user_id,
             model_id=self._model_id,
             tokens=tokens,
             status=status,
             error_code=error_code,
-            latency_ms=int((self._clock() - started) * 1000),
+            latency_ms=int((self._clock() - call.started) * 1000),
             cost_usd=cost.usd_text,
             price_version=cost.price_version,
-            request_id=request_id,
+            request_id=call.request_id,
             stage=self._stage,
         )
 
-    def _record_failure(self, event: UsageEvent) -> None:
-        # A failed call bills nothing; if even its event cannot be stored, the caller still
-        # gets the model error (not a 503), and the full event is in the log.
+    def _record_failure(self, event: UsageEvent) -> bool:
+        # A failed or refused call bills nothing; if even its event cannot be stored, the
+        # caller still gets the model error or refusal (not a 503), and the full event is in
+        # the log.
         try:
             self._recorder.record(event)
         except Exception:
             logger.exception(
                 "failed-call usage event not recorded", extra={"usage_event": event.to_record()}
             )
+            return False
+        return True

@@ -9,6 +9,9 @@ class MeteringError(Exception):
     `message` is safe to show to a caller: it never carries AWS error text.
     """
 
+    # The usage event that recorded this failure or refusal, once there is one.
+    event_id: str | None = None
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -59,15 +62,33 @@ class UsageNotDurableError(MeteringError):
 
 
 class RateLimitedError(MeteringError):
-    """The tenant is over its budget or rate (429 with Retry-After)."""
+    """The tenant is over its budget or rate (429 with Retry-After).
 
-    def __init__(self, message: str, retry_after_s: int) -> None:
+    `error_code` names the limit in the `rejected` usage event (BudgetExceeded, RateLimited).
+    """
+
+    def __init__(self, message: str, retry_after_s: int, error_code: str = "RateLimited") -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.error_code = error_code
+
+
+class ModelNotAllowedError(ForbiddenError):
+    """The tenant's plan does not allow the model (403)."""
+
+    error_code = "ModelNotAllowed"
+
+
+class RequestExceedsPlanError(InvalidRequestError):
+    """The request could never fit the tenant's per-minute token limit (400)."""
+
+    error_code = "RequestExceedsPlan"
 
 
 class BudgetStoreUnavailableError(MeteringError):
     """The budget counters could not be read or reserved; fail closed (503)."""
+
+    error_code = "BudgetStoreUnavailable"
 
 
 class AnalyticsUnavailableError(MeteringError):

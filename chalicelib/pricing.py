@@ -15,6 +15,9 @@ from chalicelib.usage import TokenUsage
 
 PRICES_DIR = Path(__file__).parent / "data" / "prices"
 TOKENS_PER_PRICE_UNIT = Decimal(1_000_000)
+# At most 6 decimals per million tokens keeps every cost a whole number of pico-dollars,
+# which is how budget counters store money (chalicelib.budgets.limits).
+MAX_PRICE_DECIMALS = 6
 
 # Cross-region inference profile ids put a geography in front of the base model id.
 _GEO_PREFIX = re.compile(r"^(?:us|us-gov|eu|apac|jp|au|ca|global)\.")
@@ -23,6 +26,9 @@ _SYSTEM_PROFILE_ARN = re.compile(r"^arn:aws[\w-]*:bedrock:[\w-]*:\d*:inference-p
 _APPLICATION_PROFILE_ARN = re.compile(
     r"^arn:aws[\w-]*:bedrock:[\w-]*:\d*:application-inference-profile/.+$"
 )
+# Provisioned-throughput variants name a context window after the version ("...-v1:0:200k");
+# on-demand calls to them are billed at the base model's rates.
+_CONTEXT_SUFFIX = re.compile(r"(?<=:\d):\d+k$")
 
 
 class UnknownModelError(ConfigurationError):
@@ -90,7 +96,12 @@ def base_model_id(model_id: str, aliases: Mapping[str, str] | None = None) -> st
         if match:
             model_id = match.group("id")
             break
-    return _GEO_PREFIX.sub("", model_id)
+    return _CONTEXT_SUFFIX.sub("", _GEO_PREFIX.sub("", model_id))
+
+
+def is_application_profile(model_id: str) -> bool:
+    """Whether `model_id` is an application inference profile ARN (it names no model)."""
+    return bool(_APPLICATION_PROFILE_ARN.match(model_id))
 
 
 class PriceTable:
@@ -115,6 +126,8 @@ class PriceTable:
             raise ConfigurationError("price table needs 'price_version' and 'models'")
         prices = {}
         for model_id, row in models.items():
+            if not isinstance(row, dict) or not row.get("as_of") or not row.get("source"):
+                raise ConfigurationError(f"price row for {model_id} needs 'as_of' and 'source'")
             try:
                 prices[model_id] = ModelPrice(
                     input=parse_usd(row["input"]),
@@ -124,6 +137,13 @@ class PriceTable:
                 )
             except (KeyError, TypeError, ValueError) as exc:
                 raise ConfigurationError(f"bad price row for {model_id}: {exc}") from None
+            for kind, amount in vars(prices[model_id]).items():
+                exponent = amount.as_tuple().exponent
+                if amount < 0 or (isinstance(exponent, int) and exponent < -MAX_PRICE_DECIMALS):
+                    raise ConfigurationError(
+                        f"price {kind} of {model_id} must be >= 0 with at most "
+                        f"{MAX_PRICE_DECIMALS} decimals"
+                    )
         return cls(version, prices)
 
     def with_aliases(self, aliases: Mapping[str, str]) -> PriceTable:
@@ -132,7 +152,22 @@ class PriceTable:
 
     @property
     def model_ids(self) -> frozenset[str]:
+        """The base model ids this version prices."""
         return frozenset(self._prices)
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """Application inference profile ARNs and the model ids they resolve to."""
+        return dict(self._aliases)
+
+    def base_model_of(self, model_id: str) -> str:
+        """The priced base model behind a model id, profile id or ARN (UnknownModelError)."""
+        base = base_model_id(model_id, self._aliases)
+        if base not in self._prices:
+            raise UnknownModelError(
+                f"no price for model {model_id!r} in price table {self.version}"
+            )
+        return base
 
     def price_of(self, model_id: str) -> ModelPrice:
         """Prices for a model id, profile id or ARN; UnknownModelError if there are none."""

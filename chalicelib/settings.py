@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from chalicelib.errors import ConfigurationError
+from chalicelib.model_profiles import parse_aliases
 
 # Every environment variable the app reads, in one place.
 STAGE = "STAGE"
@@ -43,6 +44,7 @@ RESERVATION_TTL_S = "RESERVATION_TTL_S"
 ADMIN_GROUP = "ADMIN_GROUP"
 PARTITION_LATENESS_HOURS = "PARTITION_LATENESS_HOURS"
 PARTITION_SWEEP_DAYS = "PARTITION_SWEEP_DAYS"
+MODEL_ALIASES = "MODEL_ALIASES"  # JSON: application inference profile ARN -> model id
 
 DEFAULT_MODEL_ID = "anthropic.claude-3-haiku-20240307-v1:0"
 
@@ -93,6 +95,7 @@ class Settings:
     admin_group: str
     partition_lateness_hours: int = 2
     partition_sweep_days: int = 7
+    model_aliases: tuple[tuple[str, str], ...] = ()
 
     @property
     def token_issuer(self) -> str:
@@ -141,6 +144,7 @@ class Settings:
             admin_group=env.get(ADMIN_GROUP, "admins"),
             partition_lateness_hours=_int(env, PARTITION_LATENESS_HOURS, 2),
             partition_sweep_days=_int(env, PARTITION_SWEEP_DAYS, 7),
+            model_aliases=parse_aliases(env.get(MODEL_ALIASES, ""), MODEL_ALIASES),
         )
         settings.validate()
         return settings
@@ -167,6 +171,12 @@ class Settings:
             raise ConfigurationError(f"{PARTITION_LATENESS_HOURS} must be between 0 and 48")
         if not 0 <= self.partition_sweep_days <= 62:
             raise ConfigurationError(f"{PARTITION_SWEEP_DAYS} must be between 0 and 62")
+        # A live request's reservation must never expire under it (two Bedrock attempts,
+        # plus a minute for everything else), or the repair job would finish it twice.
+        if self.reservation_ttl_s < 2 * self.bedrock_read_timeout_s + 60:
+            raise ConfigurationError(
+                f"{RESERVATION_TTL_S} must be at least 2 x {BEDROCK_READ_TIMEOUT_S} + 60 seconds"
+            )
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from chalicelib.bedrock import BedrockModel
+from chalicelib.budgets.alerts import AlertPublisher, BudgetAlerts, SnsAlertPublisher
+from chalicelib.budgets.dynamo import DynamoBudgetStore
+from chalicelib.budgets.plans import default_plan
+from chalicelib.budgets.repair import S3UsageEventFinder, UsageEventFinder, repair_budgets
+from chalicelib.budgets.service import BudgetService
+from chalicelib.budgets.store import BudgetStore
 from chalicelib.chat import ChatLimits, ChatService
+from chalicelib.errors import ConfigurationError
 from chalicelib.firehose import FirehoseWriter
 from chalicelib.identity import IdTokenVerifier
+from chalicelib.model_profiles import BedrockProfileLookup, ProfileLookup, resolve_aliases
 from chalicelib.pricing import PriceTable, load_price_table
 from chalicelib.recorder import UsageRecorder
 from chalicelib.settings import Settings
@@ -99,14 +108,27 @@ wiring = Wiring()
 
 
 def price_table(settings: Settings) -> PriceTable:
-    """The current price table; the stage's model must be priced (checked now, not at billing)."""
+    """The current price table; the stage's model must be priced (checked now, not at billing).
+
+    An application inference profile as the model is resolved to its base model here, from
+    MODEL_ALIASES or Bedrock's GetInferenceProfile.
+    """
 
     def build() -> PriceTable:
-        table = load_price_table()
+        aliases = resolve_aliases(
+            [settings.model_id], dict(settings.model_aliases), lambda: profile_lookup(settings)
+        )
+        table = load_price_table().with_aliases(aliases)
         table.price_of(settings.model_id)
         return table
 
-    return wiring.get("prices", (settings.model_id,), build)
+    return wiring.get("prices", (settings.model_id, settings.model_aliases), build)
+
+
+def profile_lookup(settings: Settings) -> ProfileLookup:
+    """Bedrock's control plane, for application inference profiles (built only if needed)."""
+    client = wiring.client("bedrock", settings)
+    return wiring.get("profile_lookup", (id(client),), lambda: BedrockProfileLookup(client))
 
 
 def model(settings: Settings) -> BedrockModel:
@@ -169,6 +191,7 @@ def chat_service(settings: Settings) -> ChatService:
         prices=price_table(settings),
         model_id=settings.model_id,
         stage=settings.stage,
+        budget=budget_service(settings) if settings.budgets_enabled else None,
     )
 
 
@@ -218,3 +241,82 @@ def query_engine(settings: Settings) -> QueryEngine:
         settings.athena_workgroup,
     )
     return wiring.get("query_engine", key, build)
+
+
+# -- budgets ------------------------------------------------------------------------------
+
+
+def budget_store(settings: Settings) -> BudgetStore:
+    """Plans and counters in the plans table."""
+    if not settings.plans_table:
+        raise ConfigurationError("PLANS_TABLE must be set where budgets or plans are used")
+    return wiring.get(
+        "budget_store",
+        (settings.region, settings.plans_table),
+        lambda: DynamoBudgetStore(settings.plans_table, client=wiring.client("dynamodb", settings)),
+    )
+
+
+def alert_publisher(settings: Settings) -> AlertPublisher:
+    """The budget-alerts topic."""
+    return wiring.get(
+        "alert_publisher",
+        (settings.region, settings.alerts_topic_arn),
+        lambda: SnsAlertPublisher(settings.alerts_topic_arn, client=wiring.client("sns", settings)),
+    )
+
+
+def budget_clock() -> Callable[[], datetime]:
+    """The budget's wall clock (UTC); tests override it to cross minutes and months."""
+    return wiring.get("budget_clock", (), lambda: _utc_now)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def budget_service(settings: Settings) -> BudgetService:
+    """Plans, reservations and alerts for the stage (alerts only if a topic is configured)."""
+    store = budget_store(settings)
+    clock = budget_clock()
+    alerts = None
+    if settings.alerts_topic_arn:
+        alerts = BudgetAlerts(store, alert_publisher(settings), now=clock)
+    return BudgetService(
+        store=store,
+        prices=price_table(settings),
+        default_plan=default_plan(
+            settings.default_monthly_budget_usd,
+            settings.default_tokens_per_minute,
+            settings.default_requests_per_minute,
+            settings.model_id,
+        ),
+        alerts=alerts,
+        reservation_ttl_s=settings.reservation_ttl_s,
+        default_max_tokens=settings.default_max_tokens,
+        now=clock,
+    )
+
+
+def usage_event_finder(settings: Settings) -> UsageEventFinder:
+    """Reads usage events back from the analytics bucket (for the budget repair job)."""
+    return wiring.get(
+        "usage_event_finder",
+        (settings.region, settings.analytics_bucket, settings.raw_prefix, settings.fallback_prefix),
+        lambda: S3UsageEventFinder(
+            settings.analytics_bucket,
+            settings.raw_prefix,
+            settings.fallback_prefix,
+            client=analytics_s3(settings),
+        ),
+    )
+
+
+def run_budget_repair(settings: Settings, now: datetime) -> dict[str, int]:
+    """The scheduled budget repair, as of `now`; nothing to do where budgets are off."""
+    if not settings.budgets_enabled:
+        return {}
+    report = repair_budgets(
+        now, service=budget_service(settings), finder=usage_event_finder(settings)
+    )
+    return report.as_dict()

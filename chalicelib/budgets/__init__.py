@@ -1,0 +1,1 @@
+"""Tenant plans, real-time budget and rate counters, reservations, alerts and their repair."""

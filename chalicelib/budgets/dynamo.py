@@ -1,0 +1,509 @@
+"""DynamoDB adapter for plans and month counters: single-item conditional writes only.
+
+Item design (one table, keys pk/sk, TTL attribute `expires_at`):
+
+    pk=TENANT#<tenant>  sk=PLAN            the tenant's plan
+    pk=TENANT#<tenant>  sk=MONTH#<yyyy-mm>  month-to-date counters, the current rate window,
+                                           open reservations (attributes rsv_<event id>),
+                                           alert markers (alert_50, alert_80, alert_100)
+    pk=MONTH#<yyyy-mm>  sk=TENANT#<tenant>  index of the month's active tenants (repair job)
+
+Money counters hold whole pico-dollars (integers; see limits.PICO_PER_USD): ADD on integers
+is exact everywhere. The plan's budget is stored as the exact decimal it was given.
+
+Budget, rate window and reservations share one item so that one conditional UpdateItem
+checks and reserves all of them atomically. A TransactWriteItems across separate items would
+do the same at twice the write cost, and DynamoDB cancels a transaction (TransactionConflict)
+whenever another write to one of its items is in progress: on a busy tenant, every
+concurrent request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.budgets.limits import (
+    ALERT_THRESHOLDS,
+    MAX_OPEN_RESERVATIONS,
+    Actual,
+    Demand,
+    Limits,
+    MonthCounters,
+    Reservation,
+    from_pico,
+    next_month_start,
+    refusal,
+    to_pico,
+)
+from chalicelib.budgets.plans import Plan
+from chalicelib.budgets.store import Refused, Reserved, ReserveResult, SettleResult, StoredPlan
+from chalicelib.errors import BudgetStoreUnavailableError
+from chalicelib.pricing import format_usd
+
+logger = logging.getLogger(__name__)
+
+PLAN_SK = "PLAN"
+RESERVATION_PREFIX = "rsv_"
+# Month counters and index entries outlive their month by this much, then TTL removes them.
+COUNTERS_RETENTION = timedelta(days=400)
+# Attempts at one reservation: a minute boundary (or a clock a little ahead on another
+# instance) costs one retry; more than a few means heavy contention on the item.
+MAX_RESERVE_ATTEMPTS = 4
+# Per-process hint of each tenant's current rate window, only to choose which form of the
+# reserve write to try first. Counting is always done by DynamoDB.
+_WINDOW_HINTS_MAX = 10_000
+UNAVAILABLE = "Budgets cannot be checked right now, so the request was not run. Please retry."
+
+_BUDGET_CONDITION = (
+    "(attribute_not_exists(committed_pico_usd) OR committed_pico_usd <= :left)"
+    " AND (attribute_not_exists(open_reservations) OR open_reservations < :max_open)"
+)
+# The rate window already open on the item is ours: count this request in it.
+RESERVE_IN_WINDOW = {
+    "update": (
+        "SET #rsv = :rsv, expires_at = if_not_exists(expires_at, :ttl)"
+        " ADD committed_pico_usd :usd, reserved_pico_usd :usd, open_reservations :one,"
+        " rate_requests :one, rate_tokens :tokens"
+    ),
+    "condition": (
+        f"{_BUDGET_CONDITION} AND rate_window = :window"
+        " AND rate_requests < :rpm AND rate_tokens <= :tpm_left"
+    ),
+}
+# No window yet, or an older one: this request opens the new window.
+RESERVE_NEW_WINDOW = {
+    "update": (
+        "SET #rsv = :rsv, expires_at = if_not_exists(expires_at, :ttl),"
+        " rate_window = :window, rate_requests = :one, rate_tokens = :tokens"
+        " ADD committed_pico_usd :usd, reserved_pico_usd :usd, open_reservations :one"
+    ),
+    "condition": (
+        f"{_BUDGET_CONDITION} AND (attribute_not_exists(rate_window) OR rate_window < :window)"
+    ),
+}
+
+
+def tenant_pk(tenant_id: str) -> str:
+    return f"TENANT#{tenant_id}"
+
+
+def month_sk(month: str) -> str:
+    return f"MONTH#{month}"
+
+
+def counters_expire_at(month: str) -> int:
+    """Epoch seconds when a month's counters may be deleted by TTL."""
+    start = datetime.strptime(month + "-01", "%Y-%m-%d").replace(tzinfo=UTC)
+    return int((next_month_start(start) + COUNTERS_RETENTION).timestamp())
+
+
+def _n(value: Decimal | int) -> dict[str, str]:
+    text = format_usd(value) if isinstance(value, Decimal) else str(value)
+    return {"N": text}
+
+
+def _money(usd: Decimal) -> dict[str, str]:
+    return {"N": str(to_pico(usd))}
+
+
+def _usd(item: Mapping[str, Any], name: str) -> Decimal:
+    return from_pico(_int(item, name))
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _dec(item: Mapping[str, Any], name: str) -> Decimal:
+    raw = item.get(name)
+    return Decimal(raw["N"]) if raw else Decimal(0)
+
+
+def _int(item: Mapping[str, Any], name: str) -> int:
+    raw = item.get(name)
+    return int(Decimal(raw["N"])) if raw else 0
+
+
+def counters_from_item(tenant_id: str, month: str, item: Mapping[str, Any] | None) -> MonthCounters:
+    """Decode a month item (DynamoDB JSON); an absent item is a month with nothing in it."""
+    if not item:
+        return MonthCounters(tenant_id, month)
+    reservations = []
+    for name, value in item.items():
+        if not name.startswith(RESERVATION_PREFIX):
+            continue
+        fields = value["M"]
+        reservations.append(
+            Reservation(
+                tenant_id=tenant_id,
+                month=month,
+                reservation_id=name.removeprefix(RESERVATION_PREFIX),
+                usd=_usd(fields, "pico_usd"),
+                tokens=_int(fields, "tokens"),
+                window=fields["window"]["S"],
+                expires_at=_int(fields, "expires_at"),
+                event_timestamp=fields["at"]["S"],
+            )
+        )
+    window = item.get("rate_window")
+    return MonthCounters(
+        tenant_id=tenant_id,
+        month=month,
+        committed_usd=_usd(item, "committed_pico_usd"),
+        reserved_usd=_usd(item, "reserved_pico_usd"),
+        settled_usd=_usd(item, "settled_pico_usd"),
+        open_reservations=_int(item, "open_reservations"),
+        requests=_int(item, "requests"),
+        input_tokens=_int(item, "input_tokens"),
+        output_tokens=_int(item, "output_tokens"),
+        cache_read_input_tokens=_int(item, "cache_read_input_tokens"),
+        cache_write_input_tokens=_int(item, "cache_write_input_tokens"),
+        total_tokens=_int(item, "total_tokens"),
+        rate_window=window["S"] if window else None,
+        rate_requests=_int(item, "rate_requests"),
+        rate_tokens=_int(item, "rate_tokens"),
+        reservations=tuple(sorted(reservations, key=lambda r: r.expires_at)),
+        alerts={p: item[f"alert_{p}"]["S"] for p in ALERT_THRESHOLDS if f"alert_{p}" in item},
+        indexed=bool(item.get("indexed", {}).get("BOOL")),
+    )
+
+
+def _reservation_value(reservation: Reservation) -> dict[str, Any]:
+    return {
+        "M": {
+            "pico_usd": _money(reservation.usd),
+            "tokens": _n(reservation.tokens),
+            "window": _s(reservation.window),
+            "expires_at": _n(reservation.expires_at),
+            "at": _s(reservation.event_timestamp),
+        }
+    }
+
+
+class DynamoBudgetStore:
+    """Plans and counters in the plans table (PLANS_TABLE)."""
+
+    def __init__(self, table_name: str, client: Any = None) -> None:
+        if client is None:
+            import boto3
+
+            client = boto3.client("dynamodb")
+        self._client = client
+        self._table = table_name
+        self._window_hints: dict[str, str] = {}
+
+    # -- plans -----------------------------------------------------------------------------
+
+    def get_plan(self, tenant_id: str) -> StoredPlan | None:
+        """The tenant's own plan, or None (it then gets the stage default)."""
+        item = self._call(
+            "get_item",
+            Key={"pk": _s(tenant_pk(tenant_id)), "sk": _s(PLAN_SK)},
+            ConsistentRead=True,
+        ).get("Item")
+        if not item:
+            return None
+        plan = Plan(
+            monthly_budget_usd=_dec(item, "monthly_budget_usd"),
+            tokens_per_minute=_int(item, "tokens_per_minute"),
+            requests_per_minute=_int(item, "requests_per_minute"),
+            allowed_models=tuple(v["S"] for v in item.get("allowed_models", {}).get("L", [])),
+        )
+        return StoredPlan(plan, item["updated_at"]["S"], item["updated_by"]["S"])
+
+    def put_plan(
+        self, tenant_id: str, plan: Plan, *, updated_by: str, updated_at: datetime
+    ) -> None:
+        """Replace the tenant's plan (the budget is stored as an exact DynamoDB number)."""
+        self._call(
+            "put_item",
+            Item={
+                "pk": _s(tenant_pk(tenant_id)),
+                "sk": _s(PLAN_SK),
+                "tenant_id": _s(tenant_id),
+                "monthly_budget_usd": _n(plan.monthly_budget_usd),
+                "tokens_per_minute": _n(plan.tokens_per_minute),
+                "requests_per_minute": _n(plan.requests_per_minute),
+                "allowed_models": {"L": [_s(m) for m in plan.allowed_models]},
+                "updated_at": _s(updated_at.isoformat()),
+                "updated_by": _s(updated_by),
+            },
+        )
+
+    # -- counters --------------------------------------------------------------------------
+
+    def get_month(self, tenant_id: str, month: str) -> MonthCounters:
+        """The tenant's counters for a month (zeros if it has none)."""
+        item = self._call(
+            "get_item", Key=self._month_key(tenant_id, month), ConsistentRead=True
+        ).get("Item")
+        return counters_from_item(tenant_id, month, item)
+
+    def reserve(self, reservation: Reservation, limits: Limits, now: datetime) -> ReserveResult:
+        """One conditional UpdateItem: budget, in-flight cap and rate window, or nothing.
+
+        On a failed condition DynamoDB returns the item as it was (ALL_OLD); if no limit
+        explains the failure, the rate window had moved on and the other form is tried.
+        """
+        tenant = reservation.tenant_id
+        demand = Demand(reservation.tokens, reservation.usd)
+        window = reservation.window
+        in_window = self._window_hints.get(tenant) == window
+        for _ in range(MAX_RESERVE_ATTEMPTS):
+            held = dataclasses.replace(reservation, window=window)
+            try:
+                response = self._update_for_reserve(held, limits, in_window=in_window)
+            except ClientError as exc:
+                if _code(exc) != "ConditionalCheckFailedException":
+                    raise self._unavailable("reserve", exc) from exc
+                old = counters_from_item(tenant, reservation.month, exc.response.get("Item"))
+                refused = refusal(old, limits, demand, window, now)
+                if refused is not None:
+                    return Refused(refused, old)
+                in_window = old.rate_window is not None and old.rate_window >= window
+                if in_window and old.rate_window:
+                    window = old.rate_window
+                continue
+            except BotoCoreError as exc:
+                raise self._unavailable("reserve", exc) from exc
+            self._remember_window(tenant, window)
+            return Reserved(
+                held, counters_from_item(tenant, reservation.month, response["Attributes"])
+            )
+        logger.warning("reservation contention", extra={"attempts": MAX_RESERVE_ATTEMPTS})
+        raise BudgetStoreUnavailableError(UNAVAILABLE)
+
+    def _update_for_reserve(
+        self, reservation: Reservation, limits: Limits, *, in_window: bool
+    ) -> dict[str, Any]:
+        form = RESERVE_IN_WINDOW if in_window else RESERVE_NEW_WINDOW
+        values: dict[str, Any] = {
+            ":rsv": _reservation_value(reservation),
+            ":ttl": _n(counters_expire_at(reservation.month)),
+            ":usd": _money(reservation.usd),
+            ":one": _n(1),
+            ":tokens": _n(reservation.tokens),
+            ":left": _money(limits.monthly_budget_usd - reservation.usd),
+            ":max_open": _n(MAX_OPEN_RESERVATIONS),
+            ":window": _s(reservation.window),
+        }
+        if in_window:
+            values[":rpm"] = _n(limits.requests_per_minute)
+            values[":tpm_left"] = _n(limits.tokens_per_minute - reservation.tokens)
+        return self._client.update_item(  # type: ignore[no-any-return]
+            TableName=self._table,
+            Key=self._month_key(reservation.tenant_id, reservation.month),
+            UpdateExpression=form["update"],
+            ConditionExpression=form["condition"],
+            ExpressionAttributeNames={"#rsv": RESERVATION_PREFIX + reservation.reservation_id},
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+
+    def settle(
+        self, reservation: Reservation, actual: Actual | None, *, current_window: str
+    ) -> SettleResult:
+        """One conditional UpdateItem: drop the open reservation, add what was really used.
+
+        The condition `attribute_exists(#rsv)` makes it happen at most once, whoever settles
+        (the request, or the repair job after the reservation expired). The rate window's
+        token count is corrected only while it is still the reservation's window.
+        """
+        correct_rate = reservation.window == current_window
+        for _ in range(2):
+            try:
+                response = self._update_for_settle(reservation, actual, correct_rate)
+            except ClientError as exc:
+                if _code(exc) != "ConditionalCheckFailedException":
+                    raise self._unavailable("settle", exc) from exc
+                item = exc.response.get("Item") or {}
+                old = counters_from_item(reservation.tenant_id, reservation.month, item)
+                if correct_rate and RESERVATION_PREFIX + reservation.reservation_id in item:
+                    correct_rate = False  # the window moved on: settle without correcting it
+                    continue
+                return SettleResult(False, old)
+            except BotoCoreError as exc:
+                raise self._unavailable("settle", exc) from exc
+            counters = counters_from_item(
+                reservation.tenant_id, reservation.month, response["Attributes"]
+            )
+            return SettleResult(True, counters)
+        raise BudgetStoreUnavailableError(UNAVAILABLE)  # pragma: no cover (loop returns)
+
+    def _update_for_settle(
+        self, reservation: Reservation, actual: Actual | None, correct_rate: bool
+    ) -> dict[str, Any]:
+        used = actual or Actual(usd=Decimal(0))
+        adds = [
+            "committed_pico_usd :delta",
+            "reserved_pico_usd :released",
+            "open_reservations :minus_one",
+        ]
+        values: dict[str, Any] = {
+            ":delta": _money(used.usd - reservation.usd),
+            ":released": _money(-reservation.usd),
+            ":minus_one": _n(-1),
+        }
+        if actual is not None:
+            adds += [
+                "settled_pico_usd :usd",
+                "requests :one",
+                "input_tokens :input",
+                "output_tokens :output",
+                "cache_read_input_tokens :cache_read",
+                "cache_write_input_tokens :cache_write",
+                "total_tokens :total",
+            ]
+            values.update(
+                {
+                    ":usd": _money(actual.usd),
+                    ":one": _n(1),
+                    ":input": _n(actual.input_tokens),
+                    ":output": _n(actual.output_tokens),
+                    ":cache_read": _n(actual.cache_read_input_tokens),
+                    ":cache_write": _n(actual.cache_write_input_tokens),
+                    ":total": _n(actual.total_tokens),
+                }
+            )
+        condition = "attribute_exists(#rsv)"
+        if correct_rate:
+            adds.append("rate_tokens :rate_delta")
+            values[":rate_delta"] = _n(used.total_tokens - reservation.tokens)
+            values[":window"] = _s(reservation.window)
+            condition += " AND rate_window = :window"
+        return self._client.update_item(  # type: ignore[no-any-return]
+            TableName=self._table,
+            Key=self._month_key(reservation.tenant_id, reservation.month),
+            UpdateExpression="REMOVE #rsv ADD " + ", ".join(adds),
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#rsv": RESERVATION_PREFIX + reservation.reservation_id},
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+
+    # -- the month index (what the repair job walks) -----------------------------------------
+
+    def register_month(self, tenant_id: str, month: str) -> None:
+        """Add the tenant to the month's index, then flag its month item as indexed."""
+        expires = _n(counters_expire_at(month))
+        self._call(
+            "put_item",
+            Item={
+                "pk": _s(month_sk(month)),
+                "sk": _s(tenant_pk(tenant_id)),
+                "tenant_id": _s(tenant_id),
+                "expires_at": expires,
+            },
+        )
+        self._call(
+            "update_item",
+            Key=self._month_key(tenant_id, month),
+            UpdateExpression="SET indexed = :yes, expires_at = if_not_exists(expires_at, :ttl)",
+            ExpressionAttributeValues={":yes": {"BOOL": True}, ":ttl": expires},
+        )
+
+    def month_tenants(self, month: str) -> list[str]:
+        """Every tenant indexed for the month."""
+        tenants: list[str] = []
+        start: dict[str, Any] | None = None
+        while True:
+            extra = {"ExclusiveStartKey": start} if start else {}
+            page = self._call(
+                "query",
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": _s(month_sk(month))},
+                ProjectionExpression="tenant_id",
+                **extra,
+            )
+            tenants.extend(item["tenant_id"]["S"] for item in page.get("Items", []))
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return tenants
+
+    # -- alert markers ---------------------------------------------------------------------
+
+    def claim_alert(
+        self, tenant_id: str, month: str, percent: int, claim: str, replacing: str | None
+    ) -> bool:
+        """Conditional SET of alert_<percent>: exactly one caller wins each claim."""
+        values = {":claim": _s(claim)}
+        if replacing is None:
+            condition = "attribute_exists(pk) AND attribute_not_exists(#alert)"
+        else:
+            condition = "#alert = :replacing"
+            values[":replacing"] = _s(replacing)
+        return self._conditional_set(tenant_id, month, percent, condition, values)
+
+    def mark_alert_sent(
+        self, tenant_id: str, month: str, percent: int, claim: str, sent: str
+    ) -> bool:
+        """Conditional SET of alert_<percent> from our claim to `sent`."""
+        values = {":claim": _s(sent), ":replacing": _s(claim)}
+        return self._conditional_set(tenant_id, month, percent, "#alert = :replacing", values)
+
+    def _conditional_set(
+        self,
+        tenant_id: str,
+        month: str,
+        percent: int,
+        condition: str,
+        values: dict[str, Any],
+    ) -> bool:
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._month_key(tenant_id, month),
+                UpdateExpression="SET #alert = :claim",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#alert": f"alert_{percent}"},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise self._unavailable("alert", exc) from exc
+        except BotoCoreError as exc:
+            raise self._unavailable("alert", exc) from exc
+        return True
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _month_key(self, tenant_id: str, month: str) -> dict[str, Any]:
+        return {"pk": _s(tenant_pk(tenant_id)), "sk": _s(month_sk(month))}
+
+    def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response: dict[str, Any] = getattr(self._client, operation)(
+                TableName=self._table, **kwargs
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._unavailable(operation, exc) from exc
+        return response
+
+    def _remember_window(self, tenant_id: str, window: str) -> None:
+        if len(self._window_hints) >= _WINDOW_HINTS_MAX:
+            self._window_hints.clear()
+        self._window_hints[tenant_id] = window
+
+    @staticmethod
+    def _unavailable(operation: str, exc: Exception) -> BudgetStoreUnavailableError:
+        logger.warning(
+            "budget store call failed",
+            extra={"operation": operation, "error": _code(exc)},
+        )
+        return BudgetStoreUnavailableError(UNAVAILABLE)
+
+
+def _code(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
+    return type(exc).__name__

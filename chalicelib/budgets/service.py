@@ -1,0 +1,310 @@
+"""Budgets on the request path: plan lookup, reserve before the model call, settle after."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Literal
+
+from chalicelib.budgets.alerts import AlertReason, BudgetAlert, BudgetAlerts
+from chalicelib.budgets.limits import (
+    MAX_OPEN_RESERVATIONS,
+    Actual,
+    Demand,
+    MonthCounters,
+    Refusal,
+    Reservation,
+    month_key,
+    next_month_start,
+    seconds_to_next_month,
+    thresholds_crossed,
+    thresholds_reached,
+    window_key,
+    worst_case,
+)
+from chalicelib.budgets.plans import Plan, model_allowed
+from chalicelib.budgets.store import BudgetStore, Refused, StoredPlan
+from chalicelib.errors import (
+    BudgetStoreUnavailableError,
+    ModelNotAllowedError,
+    RateLimitedError,
+    RequestExceedsPlanError,
+)
+from chalicelib.pricing import PriceTable, format_usd
+from chalicelib.usage import TokenUsage, format_timestamp
+
+logger = logging.getLogger(__name__)
+
+PlanSource = Literal["tenant", "default"]
+Applied = Literal["applied", "not_open", "failed"]
+RepairOutcome = Literal["settled", "released", "gone", "failed"]
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A granted reservation and the plan it was checked against (what settle needs)."""
+
+    reservation: Reservation
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class PlanOverview:
+    """A tenant's plan and its month-to-date counters."""
+
+    tenant_id: str
+    plan: Plan
+    source: PlanSource
+    stored: StoredPlan | None
+    counters: MonthCounters
+    price_version: str
+
+
+def usd(amount: Decimal) -> str:
+    """Dollars for messages: at least cents, more digits only where they matter."""
+    text = format_usd(amount)
+    whole, _, fraction = text.partition(".")
+    return f"${whole}.{fraction.ljust(2, '0')}"
+
+
+class BudgetService:
+    """Enforces plans with the budget store; alerts on thresholds."""
+
+    def __init__(
+        self,
+        *,
+        store: BudgetStore,
+        prices: PriceTable,
+        default_plan: Plan,
+        alerts: BudgetAlerts | None,
+        reservation_ttl_s: int,
+        default_max_tokens: int,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.prices = prices
+        self.default_plan = default_plan
+        self.alerts = alerts
+        self._reservation_ttl_s = reservation_ttl_s
+        self._default_max_tokens = default_max_tokens
+        self._now = now
+
+    # -- plans -----------------------------------------------------------------------------
+
+    def plan_for(self, tenant_id: str) -> tuple[Plan, PlanSource, StoredPlan | None]:
+        """The tenant's plan, or the stage default when it has none."""
+        stored = self.store.get_plan(tenant_id)
+        if stored is None:
+            return self.default_plan, "default", None
+        return stored.plan, "tenant", stored
+
+    def overview(self, tenant_id: str) -> PlanOverview:
+        """The plan and this month's counters (as of now, in UTC)."""
+        plan, source, stored = self.plan_for(tenant_id)
+        counters = self.store.get_month(tenant_id, month_key(self._now()))
+        return PlanOverview(tenant_id, plan, source, stored, counters, self.prices.version)
+
+    def set_plan(self, tenant_id: str, plan: Plan, updated_by: str) -> PlanOverview:
+        """Replace the tenant's plan; effective for the next request."""
+        self.store.put_plan(tenant_id, plan, updated_by=updated_by, updated_at=self._now())
+        return self.overview(tenant_id)
+
+    # -- the request path ------------------------------------------------------------------
+
+    def reserve(
+        self,
+        *,
+        tenant_id: str,
+        model_id: str,
+        prompt: str,
+        max_tokens: int,
+        event_id: str,
+        timestamp: datetime,
+    ) -> Hold:
+        """Hold the request's worst case, or refuse it before the model is called.
+
+        Raises ModelNotAllowedError (403), RequestExceedsPlanError (400), RateLimitedError
+        (429) or BudgetStoreUnavailableError (503: fail closed).
+        """
+        now = self._now()
+        plan, _, _ = self.plan_for(tenant_id)
+        if not model_allowed(plan, model_id, self.prices):
+            raise ModelNotAllowedError(f"Your plan does not allow the model {model_id}.")
+        price = self.prices.price_of(model_id)
+        demand = worst_case(prompt, max_tokens, price)
+        if demand.tokens > plan.tokens_per_minute:
+            raise RequestExceedsPlanError(
+                f"This request may use up to {demand.tokens} tokens (prompt estimate plus "
+                f"max_tokens) but your plan allows {plan.tokens_per_minute} tokens per minute. "
+                "Lower max_tokens or shorten the prompt."
+            )
+        month = month_key(now)
+        if demand.usd > plan.monthly_budget_usd:
+            raise RateLimitedError(
+                f"This request could cost up to {usd(demand.usd)}, more than your whole "
+                f"monthly budget of {usd(plan.monthly_budget_usd)}. Lower max_tokens.",
+                seconds_to_next_month(now),
+                error_code="BudgetExceeded",
+            )
+        reservation = Reservation(
+            tenant_id=tenant_id,
+            month=month,
+            reservation_id=event_id,
+            usd=demand.usd,
+            tokens=demand.tokens,
+            window=window_key(now),
+            expires_at=int(now.timestamp()) + self._reservation_ttl_s,
+            event_timestamp=format_timestamp(timestamp),
+        )
+        result = self.store.reserve(reservation, plan.limits, now)
+        if isinstance(result, Refused):
+            if result.refusal.kind == "budget":
+                self._alert_if_exhausted(result.counters, plan, prompt, max_tokens, model_id)
+            raise self._refusal_error(result.refusal, result.counters, plan, demand, now)
+        if not result.counters.indexed:
+            self._register(tenant_id, month)
+        return Hold(result.reservation, plan)
+
+    def settle(self, hold: Hold, tokens: TokenUsage, cost_usd: Decimal) -> None:
+        """Replace the reservation by the actual cost; never raises.
+
+        If the store fails, the reservation stays: the repair job settles it from the usage
+        event (already durable by now) once it expires.
+        """
+        actual = Actual(
+            usd=cost_usd,
+            input_tokens=tokens.input_tokens,
+            output_tokens=tokens.output_tokens,
+            cache_read_input_tokens=tokens.cache_read_input_tokens,
+            cache_write_input_tokens=tokens.cache_write_input_tokens,
+            total_tokens=tokens.total_tokens,
+        )
+        self._apply(hold.reservation, actual, hold.plan)
+
+    def release(self, hold: Hold) -> None:
+        """Give the whole reservation back (nothing was billed); never raises."""
+        self._apply(hold.reservation, None, hold.plan)
+
+    def _apply(self, reservation: Reservation, actual: Actual | None, plan: Plan) -> Applied:
+        action = "settle" if actual is not None else "release"
+        try:
+            result = self.store.settle(reservation, actual, current_window=window_key(self._now()))
+        except BudgetStoreUnavailableError:
+            logger.warning(
+                f"budget {action} failed; the repair job will finish it",
+                extra={
+                    "reservation_id": reservation.reservation_id,
+                    "reserved_usd": format_usd(reservation.usd),
+                    "actual_usd": format_usd(actual.usd) if actual else "0",
+                },
+            )
+            return "failed"
+        if not result.applied:
+            logger.warning(
+                f"budget {action}: reservation was no longer open",
+                extra={"reservation_id": reservation.reservation_id},
+            )
+            return "not_open"
+        if actual is not None:
+            before = result.counters.settled_usd - actual.usd
+            for percent in thresholds_crossed(
+                before, result.counters.settled_usd, plan.monthly_budget_usd
+            ):
+                self._send(result.counters, plan, percent, "spend")
+        return "applied"
+
+    # -- repair ----------------------------------------------------------------------------
+
+    def repair(self, reservation: Reservation, actual: Actual | None, plan: Plan) -> RepairOutcome:
+        """Settle an expired reservation from its usage event, or release it if none exists."""
+        applied = self._apply(reservation, actual, plan)
+        if applied == "applied":
+            return "settled" if actual is not None else "released"
+        return "gone" if applied == "not_open" else "failed"
+
+    def check_alerts(self, counters: MonthCounters, plan: Plan) -> int:
+        """Send thresholds reached but never claimed, and retry ones left pending."""
+        if self.alerts is None:
+            return 0
+        sent = self.alerts.retry_stale(counters, lambda p: self._alert(counters, plan, p, "spend"))
+        for percent in thresholds_reached(counters.settled_usd, plan.monthly_budget_usd):
+            if percent not in counters.alerts:
+                sent += self._send(counters, plan, percent, "spend")
+        return sent
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _alert_if_exhausted(
+        self, counters: MonthCounters, plan: Plan, prompt: str, max_tokens: int, model_id: str
+    ) -> None:
+        """The 100% alert also goes out when the budget left cannot pay for a request of the
+        stage's default size: spend seldom lands exactly on the budget, because each request
+        must fit its worst case."""
+        if self.alerts is None or 100 in counters.alerts:
+            return
+        standard = min(max_tokens, self._default_max_tokens)
+        needed = worst_case(prompt, standard, self.prices.price_of(model_id)).usd
+        if counters.remaining_usd(plan.monthly_budget_usd) < needed:
+            self._send(counters, plan, 100, "exhausted")
+
+    def _send(self, counters: MonthCounters, plan: Plan, percent: int, reason: AlertReason) -> int:
+        if self.alerts is None:
+            return 0
+        return int(self.alerts.send_once(self._alert(counters, plan, percent, reason)))
+
+    @staticmethod
+    def _alert(
+        counters: MonthCounters, plan: Plan, percent: int, reason: AlertReason
+    ) -> BudgetAlert:
+        return BudgetAlert(
+            tenant_id=counters.tenant_id,
+            month=counters.month,
+            percent=percent,
+            monthly_budget_usd=plan.monthly_budget_usd,
+            spent_usd=counters.settled_usd,
+            reason=reason,
+        )
+
+    def _register(self, tenant_id: str, month: str) -> None:
+        try:
+            self.store.register_month(tenant_id, month)
+        except BudgetStoreUnavailableError:
+            # Harmless to defer: the flag stays unset, so the next request tries again.
+            logger.warning("month index not written; next request retries")
+
+    @staticmethod
+    def _refusal_error(
+        refusal: Refusal, counters: MonthCounters, plan: Plan, demand: Demand, now: datetime
+    ) -> RateLimitedError:
+        wait = refusal.retry_after_s
+        if refusal.kind == "budget":
+            remaining = counters.remaining_usd(plan.monthly_budget_usd)
+            renews = next_month_start(now).strftime("%Y-%m-%d")
+            return RateLimitedError(
+                f"Monthly budget reached: this request could cost up to {usd(demand.usd)} and "
+                f"{usd(remaining)} of your {usd(plan.monthly_budget_usd)} budget for "
+                f"{counters.month} is left (including requests in flight). "
+                f"The budget renews on {renews} (UTC).",
+                wait,
+                error_code="BudgetExceeded",
+            )
+        if refusal.kind == "requests_per_minute":
+            message = (
+                f"Rate limit reached: your plan allows {plan.requests_per_minute} requests "
+                f"per minute. Retry in {wait} s."
+            )
+        elif refusal.kind == "tokens_per_minute":
+            message = (
+                f"Rate limit reached: your plan allows {plan.tokens_per_minute} tokens per "
+                f"minute (each request counts its prompt estimate plus max_tokens until it "
+                f"finishes). Retry in {wait} s."
+            )
+        else:
+            message = (
+                f"Too many requests in flight for your tenant (at most {MAX_OPEN_RESERVATIONS}). "
+                "Retry shortly."
+            )
+        return RateLimitedError(message, wait, error_code="RateLimited")
