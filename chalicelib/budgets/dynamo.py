@@ -5,7 +5,8 @@ Item design (one table, keys pk/sk, TTL attribute `expires_at`):
     pk=TENANT#<tenant>  sk=PLAN            the tenant's plan
     pk=TENANT#<tenant>  sk=MONTH#<yyyy-mm>  month-to-date counters, the current rate window,
                                            open reservations (attributes rsv_<event id>),
-                                           alert markers (alert_50, alert_80, alert_100)
+                                           alert markers (alert_50, alert_80, alert_100),
+                                           in_month_index once listed in the month index
     pk=MONTH#<yyyy-mm>  sk=TENANT#<tenant>  index of the month's active tenants (repair job)
 
 Money counters hold whole pico-dollars (integers; see limits.PICO_PER_USD): ADD on integers
@@ -171,7 +172,7 @@ def counters_from_item(tenant_id: str, month: str, item: Mapping[str, Any] | Non
         rate_tokens=_int(item, "rate_tokens"),
         reservations=tuple(sorted(reservations, key=lambda r: r.expires_at)),
         alerts={p: item[f"alert_{p}"]["S"] for p in ALERT_THRESHOLDS if f"alert_{p}" in item},
-        indexed=bool(item.get("indexed", {}).get("BOOL")),
+        indexed=bool(item.get("in_month_index", {}).get("BOOL")),
     )
 
 
@@ -407,7 +408,9 @@ class DynamoBudgetStore:
         self._call(
             "update_item",
             Key=self._month_key(tenant_id, month),
-            UpdateExpression="SET indexed = :yes, expires_at = if_not_exists(expires_at, :ttl)",
+            UpdateExpression=(
+                "SET in_month_index = :yes, expires_at = if_not_exists(expires_at, :ttl)"
+            ),
             ExpressionAttributeValues={":yes": {"BOOL": True}, ":ttl": expires},
         )
 

@@ -46,10 +46,16 @@ class PlanDocument(TypedDict):
     allowed_models: list[str]
 
 
+def money_text(amount: Decimal) -> str:
+    """USD as exact decimal text with at least cents ("25.50", "0.000009")."""
+    whole, _, fraction = format_usd(amount).partition(".")
+    return f"{whole}.{fraction.ljust(2, '0')}"
+
+
 def plan_document(plan: Plan) -> PlanDocument:
     """The plan as JSON-ready data."""
     return PlanDocument(
-        monthly_budget_usd=format_usd(plan.monthly_budget_usd),
+        monthly_budget_usd=money_text(plan.monthly_budget_usd),
         tokens_per_minute=plan.tokens_per_minute,
         requests_per_minute=plan.requests_per_minute,
         allowed_models=list(plan.allowed_models),

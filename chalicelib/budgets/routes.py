@@ -7,12 +7,11 @@ from typing import TypedDict
 from chalice.app import Blueprint, Response
 
 from chalicelib import wiring
-from chalicelib.budgets.plans import PlanDocument, parse_plan_body, plan_document
+from chalicelib.budgets.plans import PlanDocument, money_text, parse_plan_body, plan_document
 from chalicelib.budgets.service import PlanOverview
 from chalicelib.edge import Call, endpoint, route_authorizer
 from chalicelib.errors import InvalidRequestError
 from chalicelib.identity import MAX_TENANT_ID_LENGTH
-from chalicelib.pricing import format_usd
 
 budget_routes = Blueprint(__name__)
 api = endpoint(budget_routes)
@@ -64,9 +63,9 @@ def plan_view(overview: PlanOverview) -> PlanView:
         price_version=overview.price_version,
         month_to_date=MonthToDate(
             month=counters.month,
-            spent_usd=format_usd(counters.settled_usd),
-            reserved_usd=format_usd(counters.reserved_usd),
-            remaining_usd=format_usd(counters.remaining_usd(budget)),
+            spent_usd=money_text(counters.settled_usd),
+            reserved_usd=money_text(counters.reserved_usd),
+            remaining_usd=money_text(counters.remaining_usd(budget)),
             requests=counters.requests,
             requests_in_flight=counters.open_reservations,
             input_tokens=counters.input_tokens,

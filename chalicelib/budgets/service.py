@@ -25,7 +25,7 @@ from chalicelib.budgets.limits import (
     window_key,
     worst_case,
 )
-from chalicelib.budgets.plans import Plan, model_allowed
+from chalicelib.budgets.plans import Plan, model_allowed, money_text
 from chalicelib.budgets.store import BudgetStore, Refused, StoredPlan
 from chalicelib.errors import (
     BudgetStoreUnavailableError,
@@ -65,9 +65,7 @@ class PlanOverview:
 
 def usd(amount: Decimal) -> str:
     """Dollars for messages: at least cents, more digits only where they matter."""
-    text = format_usd(amount)
-    whole, _, fraction = text.partition(".")
-    return f"${whole}.{fraction.ljust(2, '0')}"
+    return "$" + money_text(amount)
 
 
 class BudgetService:

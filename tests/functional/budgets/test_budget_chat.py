@@ -43,10 +43,10 @@ def test_chat_settles_the_actual_cost_and_releases_the_rest(
 
     month = plan_view(client, "tenant-a")["month_to_date"]
     assert month["spent_usd"] == str(ACTUAL)  # type: ignore[index]
-    assert month["reserved_usd"] == "0"  # type: ignore[index]
+    assert month["reserved_usd"] == "0.00"  # type: ignore[index]
     assert month["requests"] == 1  # type: ignore[index]
     assert (month["input_tokens"], month["output_tokens"]) == (11, 5)  # type: ignore[index]
-    assert month["remaining_usd"] == str(Decimal(100) - ACTUAL)  # type: ignore[index]
+    assert month["remaining_usd"] == "99.999991"  # type: ignore[index]
 
 
 def test_over_budget_tenant_gets_429_with_retry_after_and_no_model_call(
@@ -179,7 +179,7 @@ def test_model_error_releases_the_reservation(client: Client, budget_env: Budget
     budget_env.bedrock.fail("ModelErrorException", 424)
     assert chat(client).status_code == 502
     month = plan_view(client, "tenant-a")["month_to_date"]
-    assert (month["spent_usd"], month["reserved_usd"]) == ("0", "0")  # type: ignore[index]
+    assert (month["spent_usd"], month["reserved_usd"]) == ("0.00", "0.00")  # type: ignore[index]
     assert month["requests_in_flight"] == 0  # type: ignore[index]
 
 
