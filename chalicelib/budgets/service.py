@@ -238,14 +238,15 @@ class BudgetService:
     def _alert_if_exhausted(
         self, counters: MonthCounters, plan: Plan, prompt: str, max_tokens: int, model_id: str
     ) -> None:
-        """The 100% alert also goes out when the budget left cannot pay for a request of the
-        stage's default size: spend seldom lands exactly on the budget, because each request
-        must fit its worst case."""
+        """The 100% alert also goes out when what is left after settled spend cannot pay for a
+        request of the stage's default size: spend seldom lands exactly on the budget, because
+        each request must fit its worst case. Requests in flight do not count here, so a
+        refusal caused only by them raises no alert."""
         if self.alerts is None or 100 in counters.alerts:
             return
         standard = min(max_tokens, self._default_max_tokens)
         needed = worst_case(prompt, standard, self.prices.price_of(model_id)).usd
-        if counters.remaining_usd(plan.monthly_budget_usd) < needed:
+        if plan.monthly_budget_usd - counters.settled_usd < needed:
             self._send(counters, plan, 100, "exhausted")
 
     def _send(self, counters: MonthCounters, plan: Plan, percent: int, reason: AlertReason) -> int:
