@@ -285,10 +285,12 @@ JOB_TIMEOUT_S = 900.0  # a deployed run has Lambda's 15 minutes
 
 
 def scheduled_job(config: StackConfig, outputs: Mapping[str, str]) -> Callable[[], None] | None:
-    """The partition-maintenance job the deployed schedules run, for today and yesterday.
+    """The jobs the deployed schedules run: partition maintenance (today and yesterday), then
+    the budget repair.
 
-    Each call runs `local.partition_job` as a child process with the app's environment (its
-    output goes to logs/jobs.log), so the job's clients and imports stay out of this process.
+    Each call runs `local.partition_job` and `local.budget_repair_job` as child processes with
+    the app's environment (their output goes to logs/jobs.log), so the jobs' clients and
+    imports stay out of this process.
     """
     from local.provision import env_from_outputs
 
@@ -301,10 +303,10 @@ def scheduled_job(config: StackConfig, outputs: Mapping[str, str]) -> Callable[[
     }
     log_path = config.state_dir / "logs" / "jobs.log"
 
-    def run() -> None:
+    def run_module(module: str, name: str) -> str | None:
         with log_path.open("ab") as log:
             completed = subprocess.run(
-                [sys.executable, "-m", "local.partition_job"],
+                [sys.executable, "-m", module],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -313,10 +315,20 @@ def scheduled_job(config: StackConfig, outputs: Mapping[str, str]) -> Callable[[
                 timeout=JOB_TIMEOUT_S,
                 check=False,
             )
-        if completed.returncode != 0:
-            raise StackError(
-                f"partition maintenance exited with code {completed.returncode}; see {log_path}"
+        return None if completed.returncode == 0 else f"{name} exited {completed.returncode}"
+
+    def run() -> None:
+        # Both always run: one failing job does not hold up the other.
+        failures = [
+            failure
+            for failure in (
+                run_module("local.partition_job", "partition maintenance"),
+                run_module("local.budget_repair_job", "budget repair"),  # every 5 min on AWS
             )
+            if failure
+        ]
+        if failures:
+            raise StackError(f"{'; '.join(failures)}; see {log_path}")
 
     return run
 

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from meterctl import accounts, analytics_cmds, api
+from meterctl import accounts, analytics_cmds, api, plan_cmds
 from meterctl.target import CliError, Target
 
 TOKEN_ENV = "METER_ID_TOKEN"  # noqa: S105 (a variable name, not a secret)
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.set_defaults(handler=cmd_chat)
 
     analytics_cmds.register(commands)  # sql, usage, backfill
+    plan_cmds.register(commands)  # plan show, plan set, plan mine
     return parser
 
 
