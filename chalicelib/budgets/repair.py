@@ -207,5 +207,6 @@ def _repair_tenant(
             elif outcome == "failed":
                 raise BudgetStoreUnavailableError("settle failed during repair")
         counters = service.store.get_month(tenant_id, month)
-    counts["alerts_sent"] += service.check_alerts(counters, plan)
+    catch_up = month == month_key(now)
+    counts["alerts_sent"] += service.check_alerts(counters, plan, catch_up=catch_up)
     return counts

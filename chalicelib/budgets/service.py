@@ -223,14 +223,17 @@ class BudgetService:
             return "settled" if actual is not None else "released"
         return "gone" if applied == "not_open" else "failed"
 
-    def check_alerts(self, counters: MonthCounters, plan: Plan) -> int:
-        """Send thresholds reached but never claimed, and retry ones left pending."""
+    def check_alerts(self, counters: MonthCounters, plan: Plan, *, catch_up: bool) -> int:
+        """Retry alerts left pending; with `catch_up`, also send thresholds reached but never
+        claimed (a claim that failed). Only the current month catches up: `plan` is today's,
+        and a budget changed since must not raise alerts for a month that is over."""
         if self.alerts is None:
             return 0
         sent = self.alerts.retry_stale(counters, lambda p: self._alert(counters, plan, p, "spend"))
-        for percent in thresholds_reached(counters.settled_usd, plan.monthly_budget_usd):
-            if percent not in counters.alerts:
-                sent += self._send(counters, plan, percent, "spend")
+        if catch_up:
+            for percent in thresholds_reached(counters.settled_usd, plan.monthly_budget_usd):
+                if percent not in counters.alerts:
+                    sent += self._send(counters, plan, percent, "spend")
         return sent
 
     # -- helpers ---------------------------------------------------------------------------

@@ -167,6 +167,17 @@ def test_claim_failure_is_caught_up_by_the_repair_job() -> None:
     assert [a.percent for a in env.publisher.sent] == [50]
 
 
+def test_a_lowered_budget_raises_no_alerts_for_last_month() -> None:
+    env = Env(budget="0.0001")
+    for i in range(4):  # 36 % of the budget
+        env.service.settle(env.reserve(f"e{i}", max_tokens=1), USED, USED_USD)
+    lowered = Plan(Decimal("0.00004"), 100_000, 100, (DEFAULT_MODEL_ID,))
+    env.store.plans["t"] = StoredPlan(lowered, "", "ops")
+    env.now = datetime(2026, 12, 1, 0, 10, tzinfo=UTC)
+    env.repair(after_s=0)
+    assert env.publisher.sent == []
+
+
 def test_failed_publish_is_retried_after_the_delay_exactly_once() -> None:
     env = Env(budget="0.0001")
     env.publisher.failures = 1
