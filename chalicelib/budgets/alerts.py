@@ -22,9 +22,9 @@ from typing import Any, Literal, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.budgets.limits import MonthCounters
+from chalicelib.budgets.plans import money_text
 from chalicelib.budgets.store import BudgetStore
 from chalicelib.errors import BudgetStoreUnavailableError, MeteringError
-from chalicelib.pricing import format_usd
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ class BudgetAlert:
                 "month": self.month,
                 "threshold_percent": self.percent,
                 "reason": self.reason,
-                "monthly_budget_usd": format_usd(self.monthly_budget_usd),
-                "spent_usd": format_usd(self.spent_usd),
+                "monthly_budget_usd": money_text(self.monthly_budget_usd),
+                "spent_usd": money_text(self.spent_usd),
                 "summary": summary,
             },
             sort_keys=True,
