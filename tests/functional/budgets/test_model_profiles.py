@@ -74,7 +74,7 @@ def test_chat_through_an_application_profile_is_priced_as_its_base_model(
         budget_env.bedrock.reply()
         assert chat(client).status_code == 200  # resolved once, at configuration time
 
-    first = stored_events()[0]
+    (first,) = [e for e in stored_events() if e["input_tokens"] == 12]
     assert first["model_id"] == APP_PROFILE
     assert first["cost_usd"] == "0.00001425"  # 12 * 0.25/1M + 9 * 1.25/1M
     assert budget_env.bedrock.calls[0]["modelId"] == APP_PROFILE
