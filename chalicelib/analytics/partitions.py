@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -52,7 +52,7 @@ EARLY_HOURS = 1
 DEFAULT_LATENESS_HOURS = 2
 MANIFEST_PREFIX = "manifests/usage/"
 READ_CONCURRENCY = 16
-MAX_ROWS_PER_FILE = 2_000_000
+MAX_ROWS_PER_FILE = 1_000_000  # about 40 MB of Parquet per file
 REPORTED_INVALID_LINES = 20
 PROGRESS_INTERVAL_S = 5.0
 
@@ -400,47 +400,83 @@ def split_by_day(table: Any, day: date) -> tuple[Any, Counter[date]]:
     return table.filter(on_day), others
 
 
-def dedupe(table: Any) -> tuple[Any, int]:
-    """One row per event_id: the earliest copy (timestamp, then raw before fallback, then
-    object key, then line), whatever order the objects were read in. Returns (rows, dropped)."""
-    import numpy as np
+def first_copies(table: Any) -> tuple[Any, int]:
+    """Row indices of one copy per event_id, and how many copies were dropped.
+
+    The copy kept is the earliest: by timestamp, then raw before fallback, then object key,
+    then line, so the choice does not depend on the order the objects were read in. Sorting
+    puts each event's copies next to each other, earliest first; the first of each run stays.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     rows = table.num_rows
     if rows == 0:
-        return table, 0
+        return pa.array([], pa.uint64()), 0
     order = pc.sort_indices(
-        table,
+        table.select(["event_id", "_ts", "_src", "_obj", "_row"]),
         sort_keys=[
+            ("event_id", "ascending"),
             ("_ts", "ascending"),
             ("_src", "ascending"),
             ("_obj", "ascending"),
             ("_row", "ascending"),
         ],
     )
-    ordered = table.take(order)
-    ranked = pa.table({"event_id": ordered.column("event_id"), "_rank": np.arange(rows)})
-    firsts = ranked.group_by("event_id").aggregate([("_rank", "min")])
-    keep = np.sort(firsts.column("_rank_min").to_numpy())
-    return ordered.take(pa.array(keep)), rows - len(keep)
+    ids = table.column("event_id").take(order).combine_chunks()
+    starts_run = pa.concat_arrays(
+        [pa.array([True]), pc.not_equal(ids.slice(1), ids.slice(0, rows - 1))]
+    )
+    keep = order.take(pc.indices_nonzero(starts_run))
+    return keep, rows - len(keep)
+
+
+def dedupe(table: Any) -> tuple[Any, int]:
+    """The table with one row per event_id (see `first_copies`), and the number dropped."""
+    keep, dropped = first_copies(table)
+    return table.take(keep), dropped
+
+
+def partition_order(events: Any) -> tuple[Any, int]:
+    """The rows of the partition, as indices into `events`: one copy of each event, ordered
+    by tenant then time (so Athena can skip other tenants' row groups). Also the number of
+    duplicates left out."""
+    import pyarrow.compute as pc
+
+    keep, dropped = first_copies(events)
+    keys = events.select(["tenant_id", "_ts", "event_id"]).take(keep)
+    order = pc.sort_indices(
+        keys,
+        sort_keys=[("tenant_id", "ascending"), ("_ts", "ascending"), ("event_id", "ascending")],
+    )
+    return keep.take(order), dropped
+
+
+def curated_slices(events: Any, order: Any, day: date, rows_per_slice: int) -> Iterator[Any]:
+    """The partition's rows in slices: table columns, then the string partition columns.
+
+    Rows are gathered slice by slice, so only one slice exists beside the parsed events.
+    """
+    import pyarrow as pa
+
+    step = max(1, rows_per_slice)
+    values = (f"{day:%Y}", f"{day:%m}", f"{day:%d}")
+    for start in range(0, len(order), step):
+        indices = order.slice(start, step)
+        columns = [events.column(name).take(indices) for name in FIELDS]
+        columns += [pa.repeat(pa.scalar(value, pa.string()), len(indices)) for value in values]
+        yield pa.Table.from_arrays(columns, names=[*FIELDS, *PARTITION_COLUMNS])
 
 
 def curated_table(events: Any, day: date) -> Any:
-    """The partition's rows: table columns only, ordered by tenant then time (so Athena can
-    skip row groups of other tenants), with the string partition columns."""
+    """The whole partition as one table (see `partition_order` and `curated_slices`)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    order = pc.sort_indices(
-        events,
-        sort_keys=[("tenant_id", "ascending"), ("_ts", "ascending"), ("event_id", "ascending")],
-    )
-    ordered = events.take(order).select(list(FIELDS))
-    rows = ordered.num_rows
-    for name, value in zip(PARTITION_COLUMNS, (f"{day:%Y}", f"{day:%m}", f"{day:%d}"), strict=True):
-        ordered = ordered.append_column(name, pa.repeat(pa.scalar(value, pa.string()), rows))
-    return ordered
+    from chalicelib.analytics.schema import curated_arrow_schema
+
+    order, _ = partition_order(events)
+    slices = list(curated_slices(events, order, day, max(1, len(order))))
+    return pa.concat_tables(slices) if slices else curated_arrow_schema().empty_table()
 
 
 # --------------------------------------------------------------------------- manifest
@@ -597,9 +633,11 @@ def job(
         )
 
     say(f"{day}: reading {len(objects)} objects ({input_bytes / 1e6:.1f} MB)")
+    _use_returning_allocator()
     rows = _read_window(s3, config, day, objects, say)
-    events, duplicates = _combine(rows)
-    count = events.num_rows
+    events = _day_events(rows)
+    order, duplicates = partition_order(events)
+    count = len(order)
     say(
         f"{day}: {rows.lines} lines, {count} events, {duplicates} duplicates dropped, "
         f"{rows.invalid_count} invalid lines"
@@ -614,7 +652,8 @@ def job(
             )
 
     if count:
-        paths = write_partition(curated_table(events, day), config, boto3_session)
+        slices = curated_slices(events, order, day, config.max_rows_per_file)
+        paths = write_partition(slices, config, boto3_session)
         status: Status = "written"
     else:
         for path in sorted(existing):
@@ -654,6 +693,26 @@ def job(
     _report(result, rows.invalid)
     say(f"{day}: {status}, {len(paths)} file(s) in {result.seconds:.1f}s")
     return result
+
+
+def _use_returning_allocator() -> None:
+    """Make Arrow give freed memory back to the system at once, for the rest of this process.
+
+    Arrow's default allocator keeps freed memory for reuse, mostly by the thread that freed
+    it; the reader threads' memory then sits unused while the single-threaded steps allocate
+    more, and the peak grows (bench/partition_maintenance.py measures it). jemalloc with no
+    decay returns it; malloc is the fallback where pyarrow was built without jemalloc. The job
+    runs in a process of its own (Lambda, the local stack's child process, the CLI), so
+    changing the process-wide default there is safe.
+    """
+    import pyarrow as pa
+
+    try:
+        pool = pa.jemalloc_memory_pool()
+        pa.jemalloc_set_decay_ms(0)
+    except NotImplementedError:
+        pool = pa.system_memory_pool()
+    pa.set_memory_pool(pool)
 
 
 def _read_window(
@@ -696,19 +755,26 @@ def _read_window(
     return rows
 
 
-def _combine(rows: _DayRows) -> tuple[Any, int]:
+def _day_events(rows: _DayRows) -> Any:
+    """Everything read for the day as one table (the per-object tables, not copied)."""
     import pyarrow as pa
 
-    tables = [table for table in rows.tables if table.num_rows]
-    if not tables:
-        return event_schema().empty_table(), 0
-    combined = pa.concat_tables(tables)
-    rows.tables = []  # let the per-object tables go before the sort doubles memory
-    return dedupe(combined)
+    tables, rows.tables = rows.tables, []
+    nonempty = [table for table in tables if table.num_rows]
+    return pa.concat_tables(nonempty) if nonempty else event_schema().empty_table()
 
 
-def write_partition(table: Any, config: PartitionJobConfig, boto3_session: Any) -> tuple[str, ...]:
-    """Replace the day's partition with `table` and register it in Glue; the new paths."""
+def write_partition(
+    slices: Iterable[Any], config: PartitionJobConfig, boto3_session: Any
+) -> tuple[str, ...]:
+    """Replace the day's partition with the rows of `slices` (Arrow tables, one Parquet file
+    each) and register it in Glue; return the new paths.
+
+    The first slice replaces the partition (`overwrite_partitions`), the others are appended.
+    awswrangler copies what it is given a few times on its way to Parquet, so slicing bounds
+    that to one file's rows. If a later slice fails, the manifest is not written and the next
+    run rebuilds the day.
+    """
     import awswrangler as wr
     import pandas as pd
     import pyarrow as pa
@@ -725,22 +791,26 @@ def write_partition(table: Any, config: PartitionJobConfig, boto3_session: Any) 
             return pd.ArrowDtype(arrow)
         return None
 
-    frame = table.to_pandas(types_mapper=pandas_type)
-    written = wr.s3.to_parquet(
-        frame,
-        path=config.curated_path,
-        dataset=True,
-        mode="overwrite_partitions",
-        database=config.database,
-        table=config.table,
-        partition_cols=list(PARTITION_COLUMNS),
-        dtype={**GLUE_COLUMN_TYPES, **dict.fromkeys(PARTITION_COLUMNS, "string")},
-        schema_evolution=False,  # the table is defined in analytics_infra/, never here
-        max_rows_by_file=config.max_rows_per_file,
-        compression="snappy",
-        boto3_session=boto3_session,
-    )
-    return tuple(sorted(written["paths"]))
+    paths: list[str] = []
+    for number, part in enumerate(slices):
+        frame = part.to_pandas(types_mapper=pandas_type)
+        del part
+        written = wr.s3.to_parquet(
+            frame,
+            path=config.curated_path,
+            dataset=True,
+            mode="overwrite_partitions" if number == 0 else "append",
+            database=config.database,
+            table=config.table,
+            partition_cols=list(PARTITION_COLUMNS),
+            dtype={**GLUE_COLUMN_TYPES, **dict.fromkeys(PARTITION_COLUMNS, "string")},
+            schema_evolution=False,  # the table is defined in analytics_infra/, never here
+            compression="snappy",
+            boto3_session=boto3_session,
+        )
+        del frame
+        paths.extend(written["paths"])
+    return tuple(sorted(paths))
 
 
 def _report(result: PartitionResult, invalid: Sequence[InvalidLine]) -> None:
