@@ -364,7 +364,7 @@ def test_moto_server_issues_id_tokens_verifiable_against_its_jwks() -> None:
         )["AuthenticationResult"]["IdToken"]
 
         jwks_url = f"{endpoint}/{pool_id}/.well-known/jwks.json"
-        with urllib.request.urlopen(jwks_url, timeout=10) as response:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(jwks_url, timeout=10) as response:
             jwks = json.load(response)
         (key,) = [k for k in jwks["keys"] if k["kid"] == jwt.get_unverified_header(token)["kid"]]
         claims = jwt.decode(
