@@ -618,18 +618,18 @@ def job(
     if manifest is not None and not force and manifest.describes(config, digest, existing):
         say(f"{day}: unchanged ({len(objects)} input objects, {manifest.events} events)")
         return PartitionResult(
-            day,
-            "unchanged",
-            len(objects),
-            input_bytes,
-            0,
-            manifest.events,
-            0,
-            0,
-            0,
-            {},
-            manifest.paths,
-            time.monotonic() - started,
+            day=day,
+            status="unchanged",
+            input_objects=len(objects),
+            input_bytes=input_bytes,
+            lines=0,
+            events=manifest.events,
+            duplicates=0,
+            invalid_lines=0,
+            other_days=0,
+            orphaned={},
+            paths=manifest.paths,
+            seconds=time.monotonic() - started,
         )
 
     say(f"{day}: reading {len(objects)} objects ({input_bytes / 1e6:.1f} MB)")
