@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import argparse
+import os
+
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from meterctl.target import CliError, Target
 
 ADMIN_GROUP = "admins"
+TOKEN_ENV = "METER_ID_TOKEN"  # noqa: S105 (a variable name, not a secret)
+
+
+def add_credential_arguments(parser: argparse.ArgumentParser) -> None:
+    """--token, or --username and --password to log in first."""
+    parser.add_argument("--token", help=f"ID token (or set ${TOKEN_ENV})")
+    parser.add_argument("--username", help="log in as this user first")
+    parser.add_argument("--password", help="password for --username")
+
+
+def token_for(args: argparse.Namespace, target: Target) -> str:
+    """An ID token from --token, $METER_ID_TOKEN, or a login with --username/--password."""
+    token = args.token or os.environ.get(TOKEN_ENV)
+    if token:
+        return str(token)
+    if args.username and args.password:
+        return login(target, username=args.username, password=args.password)
+    raise CliError(f"Give --token, set {TOKEN_ENV}, or give --username and --password.")
 
 
 def _unreachable(target: Target) -> CliError:

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from chalicelib.analytics.reports import COUNTERS
 from meterctl import accounts, api
 from meterctl.target import CliError, Target
 
@@ -46,9 +47,7 @@ def register(commands: Any) -> None:
     usage.add_argument("--all", action="store_true", help="every tenant (admin)")
     usage.add_argument("--tenant", help="with --all: only this tenant")
     usage.add_argument("--json", action="store_true", help="print the API's JSON as it is")
-    usage.add_argument("--token", help="ID token (or set $METER_ID_TOKEN)")
-    usage.add_argument("--username", help="log in as this user first")
-    usage.add_argument("--password", help="password for --username")
+    accounts.add_credential_arguments(usage)
     usage.set_defaults(handler=cmd_usage)
 
     backfill = commands.add_parser(
@@ -168,27 +167,8 @@ def _cell(value: Any) -> str:
 
 # --------------------------------------------------------------------------- usage
 
-USAGE_COLUMNS = (
-    "requests",
-    "failed_requests",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_input_tokens",
-    "cache_write_input_tokens",
-    "total_tokens",
-    "cost_usd",
-)
-
-
-def _token(args: argparse.Namespace, target: Target) -> str:
-    from meterctl.cli import TOKEN_ENV  # imported here: meterctl.cli imports this module
-
-    token = args.token or os.environ.get(TOKEN_ENV)
-    if token:
-        return str(token)
-    if args.username and args.password:
-        return accounts.login(target, username=args.username, password=args.password)
-    raise CliError(f"Give --token, set {TOKEN_ENV}, or give --username and --password.")
+# The report's counters, in the order the API documents them, then the cost.
+USAGE_COLUMNS = (*COUNTERS, "cost_usd")
 
 
 def cmd_usage(args: argparse.Namespace, target: Target) -> int:
@@ -202,7 +182,7 @@ def cmd_usage(args: argparse.Namespace, target: Target) -> int:
     path = "/admin/usage" if args.all else "/usage"
     encoded = urlencode({key: value for key, value in query.items() if value})
     response = api.call(
-        target, "GET", path + (f"?{encoded}" if encoded else ""), _token(args, target)
+        target, "GET", path + (f"?{encoded}" if encoded else ""), accounts.token_for(args, target)
     )
     report = api.require_ok(response)
     if args.json:

@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 
 from meterctl import accounts, analytics_cmds, api, plan_cmds
 from meterctl.target import CliError, Target
 
-TOKEN_ENV = "METER_ID_TOKEN"  # noqa: S105 (a variable name, not a secret)
-
 Handler = Callable[[argparse.Namespace, Target], int]
-
-
-def _token(args: argparse.Namespace, target: Target) -> str:
-    """An ID token from --token, $METER_ID_TOKEN, or a login with --username/--password."""
-    token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
-    if token:
-        return str(token)
-    if args.username and args.password:
-        return accounts.login(target, username=args.username, password=args.password)
-    raise CliError(f"Give --token, set {TOKEN_ENV}, or give --username and --password.")
 
 
 def cmd_user_create(args: argparse.Namespace, target: Target) -> int:
@@ -48,17 +35,13 @@ def cmd_chat(args: argparse.Namespace, target: Target) -> int:
     body: dict[str, object] = {"prompt": args.prompt}
     if args.max_tokens is not None:
         body["max_tokens"] = args.max_tokens
-    response = api.call(target, "POST", "/bedrock/chat", _token(args, target), body=body)
+    response = api.call(
+        target, "POST", "/bedrock/chat", accounts.token_for(args, target), body=body
+    )
     result = api.require_ok(response)
     print(result["response"])
     print(f"usage event: {response.headers.get('X-Request-Id', '?')}", file=sys.stderr)
     return 0
-
-
-def _add_credentials(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--token", help=f"ID token (or set {TOKEN_ENV})")
-    parser.add_argument("--username", help="log in as this user first")
-    parser.add_argument("--password", help="password for --username")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat = commands.add_parser("chat", help="send a prompt as a tenant user")
     chat.add_argument("prompt")
     chat.add_argument("--max-tokens", type=int)
-    _add_credentials(chat)
+    accounts.add_credential_arguments(chat)
     chat.set_defaults(handler=cmd_chat)
 
     analytics_cmds.register(commands)  # sql, usage, backfill

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from meterctl import accounts, api
-from meterctl.target import CliError, Target
-
-TOKEN_ENV = "METER_ID_TOKEN"  # noqa: S105 (a variable name, not a secret)
+from meterctl.target import Target
 
 
 def register(commands: Any) -> None:
@@ -48,18 +45,7 @@ def register(commands: Any) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the API's JSON as it is")
-    parser.add_argument("--token", help=f"ID token (or set ${TOKEN_ENV})")
-    parser.add_argument("--username", help="log in as this user first")
-    parser.add_argument("--password", help="password for --username")
-
-
-def _token(args: argparse.Namespace, target: Target) -> str:
-    token = args.token or os.environ.get(TOKEN_ENV)
-    if token:
-        return str(token)
-    if args.username and args.password:
-        return accounts.login(target, username=args.username, password=args.password)
-    raise CliError(f"Give --token, set {TOKEN_ENV}, or give --username and --password.")
+    accounts.add_credential_arguments(parser)
 
 
 def _path(tenant_id: str) -> str:
@@ -69,19 +55,21 @@ def _path(tenant_id: str) -> str:
 
 
 def cmd_show(args: argparse.Namespace, target: Target) -> int:
-    body = api.require_ok(api.call(target, "GET", _path(args.tenant), _token(args, target)))
+    body = api.require_ok(
+        api.call(target, "GET", _path(args.tenant), accounts.token_for(args, target))
+    )
     _print(body, args.json)
     return 0
 
 
 def cmd_mine(args: argparse.Namespace, target: Target) -> int:
-    body = api.require_ok(api.call(target, "GET", "/usage/plan", _token(args, target)))
+    body = api.require_ok(api.call(target, "GET", "/usage/plan", accounts.token_for(args, target)))
     _print(body, args.json)
     return 0
 
 
 def cmd_set(args: argparse.Namespace, target: Target) -> int:
-    token = _token(args, target)
+    token = accounts.token_for(args, target)
     current = api.require_ok(api.call(target, "GET", _path(args.tenant), token))["plan"]
     plan = dict(current)
     if args.budget is not None:
