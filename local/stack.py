@@ -370,6 +370,7 @@ def parse_args(argv: Sequence[str] | None) -> StackConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # not "Found credentials ..."
     config = parse_args(argv)
     stack = LocalStack(config)
 
