@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -235,12 +235,22 @@ class LocalStack:
         return child
 
     def _provision(self) -> dict[str, str]:
+        import boto3
+
         from local.provision import provision
 
-        with _environ(self.config.base_env()):
-            return provision(
-                stage=STAGE, region=self.config.region, endpoint_url=self.config.aws_endpoint
-            )
+        env = self.config.base_env()
+        session = boto3.session.Session(
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=self.config.region,
+        )
+        return provision(
+            stage=STAGE,
+            region=self.config.region,
+            session=session,
+            endpoint_url=self.config.aws_endpoint,
+        )
 
     def app_env(self, outputs: Mapping[str, str]) -> dict[str, str]:
         """Environment for `chalice local`: endpoints plus the provisioned resource names."""
@@ -331,20 +341,6 @@ def scheduled_job(config: StackConfig, outputs: Mapping[str, str]) -> Callable[[
             raise StackError(f"{'; '.join(failures)}; see {log_path}")
 
     return run
-
-
-@contextlib.contextmanager
-def _environ(values: Mapping[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def parse_args(argv: Sequence[str] | None) -> StackConfig:
