@@ -23,7 +23,6 @@ from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = ROOT / ".local"
-OUTPUTS_FILE = STATE_DIR / "outputs.json"
 LOG_DIR = STATE_DIR / "logs"
 
 HOST = "127.0.0.1"
@@ -358,10 +357,30 @@ def parse_args(argv: Sequence[str] | None) -> StackConfig:
         help="seconds between partition-maintenance runs (default 30, at most 60 recommended)",
     )
     parser.add_argument("--ready-timeout", type=float, default=120.0)
+    parser.add_argument("--aws-port", type=int, default=AWS_PORT)
+    parser.add_argument("--bedrock-port", type=int, default=BEDROCK_PORT)
+    parser.add_argument("--api-port", type=int, default=API_PORT)
+    parser.add_argument(
+        "--state-dir", type=Path, default=STATE_DIR, help="where outputs.json and logs/ go"
+    )
     args = parser.parse_args(argv)
     return StackConfig(
-        engine=args.engine, job_interval_s=args.job_interval, ready_timeout_s=args.ready_timeout
+        aws_port=args.aws_port,
+        bedrock_port=args.bedrock_port,
+        api_port=args.api_port,
+        engine=args.engine,
+        job_interval_s=args.job_interval,
+        ready_timeout_s=args.ready_timeout,
+        state_dir=args.state_dir.resolve(),
     )
+
+
+def _shown(path: Path) -> str:
+    """A path as the operator would type it: relative to the working directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -373,15 +392,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # Both, explicitly: a stack started in the background by a script inherits SIGINT ignored.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     started = time.monotonic()
     try:
         print("Starting the local stack (moto, Bedrock stand-in, provisioning, chalice local)...")
         outputs = stack.start()
+        state = _shown(config.state_dir)
         print(
             f"Ready in {time.monotonic() - started:.1f}s: API {outputs['ApiGatewayUrl']}  "
             f"AWS endpoint {outputs['AwsEndpointUrl']}  model {config.engine} at "
-            f"{outputs['BedrockEndpointUrl']}  outputs .local/outputs.json  logs .local/logs/  "
+            f"{outputs['BedrockEndpointUrl']}  outputs {state}/outputs.json  logs {state}/logs/  "
             "(Ctrl-C stops everything)",
             flush=True,
         )
