@@ -22,12 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import boto3
-
 REGION = "us-east-1"
-STREAM = "bench-usage-events"
-BUCKET = "bench-analytics"
-TABLE = "bench-plans"
 SERVICES = ("dynamodb", "firehose", "s3", "sns")
 
 
@@ -51,35 +46,12 @@ def moto_server() -> Iterator[str]:
         server.stop()
 
 
-def provision(endpoint: str) -> str:
-    """The bucket, stream, plans table and alerts topic the app uses; returns the topic ARN."""
+def provision(endpoint: str) -> dict[str, str]:
+    """Every resource of analytics_infra/template.yaml on the moto server; their env settings."""
+    from local.provision import env_from_outputs
+    from local.provision import provision as provision_template
 
-    def client(service: str) -> Any:
-        return boto3.client(service, region_name=REGION, endpoint_url=endpoint)
-
-    client("s3").create_bucket(Bucket=BUCKET)
-    client("firehose").create_delivery_stream(
-        DeliveryStreamName=STREAM,
-        DeliveryStreamType="DirectPut",
-        ExtendedS3DestinationConfiguration={
-            "RoleARN": "arn:aws:iam::123456789012:role/firehose",
-            "BucketARN": f"arn:aws:s3:::{BUCKET}",
-            "Prefix": "raw/",
-        },
-    )
-    client("dynamodb").create_table(
-        TableName=TABLE,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-    )
-    return str(client("sns").create_topic(Name="bench-budget-alerts")["TopicArn"])
+    return env_from_outputs(provision_template(stage="bench", region=REGION, endpoint_url=endpoint))
 
 
 class FastModel:
@@ -117,12 +89,12 @@ def main(argv: list[str] | None = None) -> None:
             AWS_DEFAULT_REGION=REGION,
             AWS_ENDPOINT_URL=endpoint,
         )
-        topic_arn = provision(endpoint)
-        results = run(topic_arn, args.requests, args.warmup)
+        resources = provision(endpoint)
+        results = run(resources, args.requests, args.warmup)
     report(results, args.requests)
 
 
-def run(topic_arn: str, requests: int, warmup: int) -> dict[str, Any]:
+def run(resources: dict[str, str], requests: int, warmup: int) -> dict[str, Any]:
     from chalice.test import Client
 
     from app import app
@@ -134,10 +106,7 @@ def run(topic_arn: str, requests: int, warmup: int) -> dict[str, Any]:
         "STAGE": "bench",
         "AWS_REGION": REGION,
         "TOKEN_VERIFICATION": "app",
-        "FIREHOSE_STREAM_NAME": STREAM,
-        "ANALYTICS_BUCKET": BUCKET,
-        "PLANS_TABLE": TABLE,
-        "ALERTS_TOPIC_ARN": topic_arn,
+        **resources,
         "DEFAULT_MONTHLY_BUDGET_USD": "1000000",
         "DEFAULT_TOKENS_PER_MINUTE": "1000000000",
         "DEFAULT_REQUESTS_PER_MINUTE": "1000000000",
