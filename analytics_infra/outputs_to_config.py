@@ -11,11 +11,9 @@ from typing import Any
 
 import boto3
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(_REPO_ROOT) not in sys.path:  # run as a script: make the repo's packages importable
-    sys.path.insert(0, str(_REPO_ROOT))
+from chalicelib.settings import OUTPUT_TO_ENV
 
-from local.provision import OUTPUT_TO_ENV  # noqa: E402 (needs the path above)
+_REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_CONFIG = _REPO_ROOT / ".chalice" / "config.json"
 

@@ -48,7 +48,7 @@ def moto_server() -> Iterator[str]:
 
 def provision(endpoint: str) -> dict[str, str]:
     """Every resource of analytics_infra/template.yaml on the moto server; their env settings."""
-    from local.provision import env_from_outputs
+    from chalicelib.settings import env_from_outputs
     from local.provision import provision as provision_template
 
     return env_from_outputs(provision_template(stage="bench", region=REGION, endpoint_url=endpoint))

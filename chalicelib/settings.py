@@ -48,6 +48,21 @@ MODEL_ALIASES = "MODEL_ALIASES"  # JSON: application inference profile ARN -> mo
 
 DEFAULT_MODEL_ID = "anthropic.claude-3-haiku-20240307-v1:0"
 
+# Stack output of analytics_infra/template.yaml -> the variable it provides. The one source of
+# truth for the local stack, the deploy tooling and meterctl.
+OUTPUT_TO_ENV: Mapping[str, str] = {
+    "UserPoolId": USER_POOL_ID,
+    "UserPoolArn": USER_POOL_ARN,
+    "UserPoolClientId": USER_POOL_CLIENT_ID,
+    "AnalyticsBucketName": ANALYTICS_BUCKET,
+    "FirehoseStreamName": FIREHOSE_STREAM_NAME,
+    "GlueDatabaseName": GLUE_DATABASE,
+    "GlueTableName": GLUE_TABLE,
+    "AthenaWorkGroupName": ATHENA_WORKGROUP,
+    "PlansTableName": PLANS_TABLE,
+    "AlertsTopicArn": ALERTS_TOPIC_ARN,
+}
+
 # How the tenant's identity is established.
 #   "apigateway": API Gateway's Cognito authorizer verified the token; read its claims.
 #   "app":        the app verifies the bearer ID token itself (chalice local does not).
@@ -177,6 +192,11 @@ class Settings:
             raise ConfigurationError(
                 f"{RESERVATION_TTL_S} must be at least 2 x {BEDROCK_READ_TIMEOUT_S} + 60 seconds"
             )
+
+
+def env_from_outputs(outputs: Mapping[str, str]) -> dict[str, str]:
+    """The environment variables that a stack's outputs provide (those present)."""
+    return {env: outputs[output] for output, env in OUTPUT_TO_ENV.items() if output in outputs}
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -21,21 +21,6 @@ DEFAULT_TEMPLATE: Final = (
     Path(__file__).resolve().parent.parent / "analytics_infra" / "template.yaml"
 )
 
-# Stack output -> Chalice environment variable. The one source of truth for both the local
-# stack and analytics_infra/outputs_to_config.py.
-OUTPUT_TO_ENV: Final[Mapping[str, str]] = {
-    "UserPoolId": "USER_POOL_ID",
-    "UserPoolArn": "USER_POOL_ARN",
-    "UserPoolClientId": "USER_POOL_CLIENT_ID",
-    "AnalyticsBucketName": "ANALYTICS_BUCKET",
-    "FirehoseStreamName": "FIREHOSE_STREAM_NAME",
-    "GlueDatabaseName": "GLUE_DATABASE",
-    "GlueTableName": "GLUE_TABLE",
-    "AthenaWorkGroupName": "ATHENA_WORKGROUP",
-    "PlansTableName": "PLANS_TABLE",
-    "AlertsTopicArn": "ALERTS_TOPIC_ARN",
-}
-
 JsonDict = dict[str, Any]
 
 
@@ -1039,11 +1024,6 @@ def verify(
         for logical_id, resource in stack.resources.items()
         if not resource_exists(resource, session, region=stack.region, endpoint_url=endpoint_url)
     ]
-
-
-def env_from_outputs(outputs: Mapping[str, str]) -> dict[str, str]:
-    """The Chalice environment variables that the stack outputs provide."""
-    return {env: outputs[output] for output, env in OUTPUT_TO_ENV.items() if output in outputs}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -253,7 +253,7 @@ class LocalStack:
 
     def app_env(self, outputs: Mapping[str, str]) -> dict[str, str]:
         """Environment for `chalice local`: endpoints plus the provisioned resource names."""
-        from local.provision import env_from_outputs
+        from chalicelib.settings import env_from_outputs
 
         env = {**self.config.base_env(), **env_from_outputs(outputs)}
         env["JWKS_URL"] = (
@@ -301,7 +301,7 @@ def scheduled_job(config: StackConfig, outputs: Mapping[str, str]) -> Callable[[
     the app's environment (their output goes to logs/jobs.log), so the jobs' clients and
     imports stay out of this process.
     """
-    from local.provision import env_from_outputs
+    from chalicelib.settings import env_from_outputs
 
     env = {
         **os.environ,

@@ -15,9 +15,9 @@ import pytest
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
+from chalicelib.settings import OUTPUT_TO_ENV
 from local.provision import (
     DEFAULT_TEMPLATE,
-    OUTPUT_TO_ENV,
     ProvisionedStack,
     ProvisioningError,
     load_template,

@@ -12,12 +12,11 @@ from botocore.stub import Stubber
 from cfnlint.api import ManualArgs, lint_file
 
 from analytics_infra import outputs_to_config
+from chalicelib.settings import OUTPUT_TO_ENV, env_from_outputs
 from local.provision import (
     DEFAULT_TEMPLATE,
-    OUTPUT_TO_ENV,
     SUPPORTED_RESOURCE_TYPES,
     ProvisioningError,
-    env_from_outputs,
     load_template,
 )
 
