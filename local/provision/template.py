@@ -1,76 +1,69 @@
-"""Load a CloudFormation YAML template, short-form tags expanded to their long forms."""
+"""Load a CloudFormation YAML template with cfn-lint's decoder, short-form tags in long form."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
+from cfnlint.decode import cfn_yaml
 
 from local.provision.model import JsonDict, ProvisioningError
 
 DEFAULT_TEMPLATE: Final = Path(__file__).resolve().parents[2] / "analytics_infra" / "template.yaml"
 
-
-class _TemplateLoader(yaml.SafeLoader):
-    """SafeLoader that turns the CloudFormation short-form tags into their long forms."""
-
-
-def _ref(loader: yaml.SafeLoader, node: yaml.Node) -> JsonDict:
-    return {"Ref": _scalar(loader, node, "!Ref")}
-
-
-def _get_att(loader: yaml.SafeLoader, node: yaml.Node) -> JsonDict:
-    if isinstance(node, yaml.ScalarNode):
-        logical_id, _, attribute = str(loader.construct_scalar(node)).partition(".")
-        return {"Fn::GetAtt": [logical_id, attribute]}
-    return {"Fn::GetAtt": _sequence(loader, node, "!GetAtt")}
-
-
-def _sub(loader: yaml.SafeLoader, node: yaml.Node) -> JsonDict:
-    if isinstance(node, yaml.ScalarNode):
-        return {"Fn::Sub": loader.construct_scalar(node)}
-    return {"Fn::Sub": _sequence(loader, node, "!Sub")}
-
-
-def _join(loader: yaml.SafeLoader, node: yaml.Node) -> JsonDict:
-    return {"Fn::Join": _sequence(loader, node, "!Join")}
-
-
-def _select(loader: yaml.SafeLoader, node: yaml.Node) -> JsonDict:
-    return {"Fn::Select": _sequence(loader, node, "!Select")}
-
-
-def _unsupported_tag(_loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    raise ProvisioningError(
-        f"unsupported CloudFormation tag !{suffix} (line {node.start_mark.line + 1})"
-    )
-
-
-def _scalar(loader: yaml.SafeLoader, node: yaml.Node, tag: str) -> str:
-    if not isinstance(node, yaml.ScalarNode):
-        raise ProvisioningError(f"{tag} takes a scalar (line {node.start_mark.line + 1})")
-    return str(loader.construct_scalar(node))
-
-
-def _sequence(loader: yaml.SafeLoader, node: yaml.Node, tag: str) -> list[Any]:
-    if not isinstance(node, yaml.SequenceNode):
-        raise ProvisioningError(f"{tag} takes a list here (line {node.start_mark.line + 1})")
-    return loader.construct_sequence(node, deep=True)
-
-
-_TemplateLoader.add_constructor("!Ref", _ref)
-_TemplateLoader.add_constructor("!GetAtt", _get_att)
-_TemplateLoader.add_constructor("!Sub", _sub)
-_TemplateLoader.add_constructor("!Join", _join)
-_TemplateLoader.add_constructor("!Select", _select)
-_TemplateLoader.add_multi_constructor("!", _unsupported_tag)
+# The short-form tags the interpreter evaluates, by the long-form key cfn-lint gives them,
+# and the YAML node each takes: a scalar (str) or a sequence (list). cfn-lint turns the
+# scalar form of !GetAtt ("Name.Attribute") into a list itself.
+_SHORT_FORMS: Final[Mapping[str, tuple[type, ...]]] = {
+    "Ref": (str,),
+    "Fn::GetAtt": (list,),
+    "Fn::Sub": (str, list),
+    "Fn::Join": (list,),
+    "Fn::Select": (list,),
+}
 
 
 def load_template(path: Path | str = DEFAULT_TEMPLATE) -> JsonDict:
     """Parse a CloudFormation YAML template, short-form tags expanded to their long forms."""
-    with Path(path).open(encoding="utf-8") as handle:
-        document = yaml.load(handle, Loader=_TemplateLoader)  # noqa: S506 (a SafeLoader subclass)
+    document = _plain(cfn_yaml.load(str(path)))
     if not isinstance(document, dict) or not isinstance(document.get("Resources"), dict):
         raise ProvisioningError(f"{path}: not a CloudFormation template with Resources")
     return document
+
+
+def _plain(node: Any) -> Any:
+    """A decoded node as plain dicts, lists and strs, with its short-form tags checked.
+
+    cfn-lint returns str/dict/list subclasses that carry source marks; they neither copy nor
+    pickle, so callers get plain values. The walk is also where an unsupported tag is caught:
+    cfn-lint expands every `!Tag` it meets.
+    """
+    if isinstance(node, dict):
+        if _is_short_form(node):
+            _check_short_form(node)
+        return {_plain(key): _plain(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_plain(item) for item in node]
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+def _is_short_form(node: Mapping[Any, Any]) -> bool:
+    # cfn-lint gives a tag's one key as a plain str, and keys written in the YAML as its
+    # marked str subclass: that tells `!Ref X` from `{Ref: X}` written out.
+    return len(node) == 1 and type(next(iter(node))) is str
+
+
+def _check_short_form(node: Mapping[str, Any]) -> None:
+    ((function, argument),) = node.items()
+    tag = "!" + function.removeprefix("Fn::")
+    # The tag's mapping carries the tag node's start mark (0-based lines).
+    line = node.start_mark.line + 1  # type: ignore[attr-defined]
+    takes = _SHORT_FORMS.get(function)
+    if takes is None:
+        raise ProvisioningError(f"unsupported CloudFormation tag {tag} (line {line})")
+    if not isinstance(argument, takes):
+        shape = "a scalar" if takes == (str,) else "a list here"
+        raise ProvisioningError(f"{tag} takes {shape} (line {line})")
