@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from local.provision.provisioner import main
 
-sys.exit(main())
+raise SystemExit(main())
