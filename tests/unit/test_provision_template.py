@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,30 @@ def test_unsupported_short_form_tag_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text("Resources:\n  T:\n    Condition: !If [C, a, b]\n", encoding="utf-8")
     with pytest.raises(ProvisioningError, match="unsupported CloudFormation tag !If"):
         load_template(path)
+
+
+def test_short_form_tag_of_the_wrong_shape_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("Resources:\n  T:\n    Type: !Ref [a, b]\n", encoding="utf-8")
+    with pytest.raises(ProvisioningError, match=r"!Ref takes a scalar \(line 3\)"):
+        load_template(path)
+
+
+def value_types(value: Any) -> set[type]:
+    """The exact types of a value and of everything in it, keys included."""
+    if isinstance(value, dict):
+        inner = [*value, *value.values()]
+    elif isinstance(value, list):
+        inner = value
+    else:
+        inner = []
+    return {type(value)}.union(*(value_types(item) for item in inner))
+
+
+def test_loaded_template_is_plain_data(template: dict[str, Any]) -> None:
+    # cfn-lint decodes into marked str/dict/list subclasses, which do not even copy.
+    assert value_types(template) <= {dict, list, str, int, float, bool}
+    assert copy.copy(template["Resources"]["UsageTable"]["Type"]) == "AWS::Glue::Table"
 
 
 # ---------------------------------------------------------------- outputs_to_config
