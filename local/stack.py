@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -161,6 +162,9 @@ class LocalStack:
             ],
             config.base_env(),
         )
+        # The provisioner loads the template with cfn-lint, whose import takes about half a
+        # second: pay it while moto boots rather than after.
+        importlib.import_module("local.provision")
         wait_for_http(f"{config.aws_endpoint}/moto-api/", deadline, moto)
         outputs = self._provision()
         wait_for_http(f"{config.bedrock_endpoint}/health", deadline, bedrock)
