@@ -144,7 +144,15 @@ class LocalStack:
 
         moto = self._spawn(
             "moto",
-            [sys.executable, "-m", "moto.server", "-H", config.host, "-p", str(config.aws_port)],
+            [
+                sys.executable,
+                "-m",
+                "local.aws_endpoint",
+                "-H",
+                config.host,
+                "-p",
+                str(config.aws_port),
+            ],
             config.base_env(),
         )
         bedrock = self._spawn(
