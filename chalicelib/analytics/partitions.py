@@ -8,7 +8,8 @@ manifest per day records which input objects the partition was built from, so a 
 inputs have not changed does nothing, and a run whose inputs have (late objects) rebuilds.
 
 pandas, pyarrow and awswrangler are imported inside the functions that need them: this module
-is imported by app.py's schedule wrappers, and the chat path must not load them.
+is imported by app.py (through chalicelib.analytics.maintenance), and the chat path must not
+load them.
 """
 
 from __future__ import annotations
