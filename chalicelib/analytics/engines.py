@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from chalicelib.analytics.queries import USAGE_TABLE
 from chalicelib.analytics.schema import curated_arrow_schema, partition_values
+from chalicelib.aws_errors import is_not_found
 from chalicelib.errors import AnalyticsUnavailableError, ConfigurationError
 from chalicelib.settings import ENGINE_DUCKDB, Settings
 from chalicelib.usage import FIELDS
@@ -238,7 +239,7 @@ class DuckDBEngine:
             try:
                 body = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                if is_not_found(exc):
                     raise _ObjectVanishedError(key) from exc
                 raise AnalyticsUnavailableError(UNAVAILABLE, detail=str(exc)) from exc
             part = pq.read_table(io.BytesIO(body))

@@ -34,6 +34,7 @@ from chalicelib.analytics.schema import (
     arrow_type,
     partition_path,
 )
+from chalicelib.aws_errors import is_not_found
 from chalicelib.errors import MeteringError
 from chalicelib.usage import FIELDS
 
@@ -527,7 +528,7 @@ def read_manifest(s3: Any, config: PartitionJobConfig, day: date) -> Manifest | 
     try:
         raw = s3.get_object(Bucket=config.bucket, Key=manifest_key(config, day))["Body"].read()
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        if is_not_found(exc):
             return None
         raise
     try:

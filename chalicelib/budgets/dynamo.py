@@ -30,6 +30,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.aws_errors import error_code
 from chalicelib.budgets.limits import (
     ALERT_THRESHOLDS,
     MAX_OPEN_RESERVATIONS,
@@ -51,6 +52,8 @@ from chalicelib.pricing import format_usd
 logger = logging.getLogger(__name__)
 
 PLAN_SK = "PLAN"
+# What DynamoDB answers when a write's condition does not hold: a refusal, not a failure.
+CONDITION_FAILED = "ConditionalCheckFailedException"
 RESERVATION_PREFIX = "rsv_"
 # Month counters and index entries outlive their month by this much, then TTL removes them.
 COUNTERS_RETENTION = timedelta(days=400)
@@ -262,7 +265,7 @@ class DynamoBudgetStore:
             try:
                 response = self._update_for_reserve(held, limits, in_window=in_window)
             except ClientError as exc:
-                if _code(exc) != "ConditionalCheckFailedException":
+                if error_code(exc) != CONDITION_FAILED:
                     raise self._unavailable("reserve", exc) from exc
                 old = counters_from_item(tenant, reservation.month, exc.response.get("Item"))
                 refused = refusal(old, limits, demand, window, now)
@@ -323,7 +326,7 @@ class DynamoBudgetStore:
             try:
                 response = self._update_for_settle(reservation, actual, correct_rate)
             except ClientError as exc:
-                if _code(exc) != "ConditionalCheckFailedException":
+                if error_code(exc) != CONDITION_FAILED:
                     raise self._unavailable("settle", exc) from exc
                 item = exc.response.get("Item") or {}
                 old = counters_from_item(reservation.tenant_id, reservation.month, item)
@@ -471,7 +474,7 @@ class DynamoBudgetStore:
                 ExpressionAttributeValues=values,
             )
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) == CONDITION_FAILED:
                 return False
             raise self._unavailable("alert", exc) from exc
         except BotoCoreError as exc:
@@ -501,12 +504,6 @@ class DynamoBudgetStore:
     def _unavailable(operation: str, exc: Exception) -> BudgetStoreUnavailableError:
         logger.warning(
             "budget store call failed",
-            extra={"operation": operation, "error": _code(exc)},
+            extra={"operation": operation, "error": error_code(exc)},
         )
         return BudgetStoreUnavailableError(UNAVAILABLE)
-
-
-def _code(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
-    return type(exc).__name__

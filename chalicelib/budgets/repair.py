@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.aws_errors import is_not_found
 from chalicelib.budgets.limits import Actual, month_key, previous_month_key
 from chalicelib.budgets.service import BudgetService
 from chalicelib.errors import BudgetStoreUnavailableError, MeteringError
@@ -93,7 +94,7 @@ class S3UsageEventFinder:
             try:
                 body = self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                if is_not_found(exc):
                     continue
                 raise
             found.update(_matching(body.splitlines(), {event_id}))
