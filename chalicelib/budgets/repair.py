@@ -25,6 +25,7 @@ from chalicelib.aws_errors import is_not_found
 from chalicelib.budgets.limits import Actual, month_key, previous_month_key
 from chalicelib.budgets.service import BudgetService
 from chalicelib.errors import BudgetStoreUnavailableError, MeteringError
+from chalicelib.layout import BucketLayout
 from chalicelib.usage import UsageEventRecord, parse_timestamp
 
 logger = logging.getLogger(__name__)
@@ -73,8 +74,7 @@ class S3UsageEventFinder:
             client = boto3.client("s3")
         self._client = client
         self._bucket = bucket
-        self._raw_prefix = raw_prefix
-        self._fallback_prefix = fallback_prefix
+        self._layout = BucketLayout(raw_prefix=raw_prefix, fallback_prefix=fallback_prefix)
 
     def find(self, wanted: Mapping[str, datetime]) -> dict[str, UsageEventRecord]:
         try:
@@ -89,8 +89,7 @@ class S3UsageEventFinder:
     def _from_fallback(self, wanted: Mapping[str, datetime]) -> dict[str, UsageEventRecord]:
         found: dict[str, UsageEventRecord] = {}
         for event_id, timestamp in wanted.items():
-            # The key chalicelib.recorder.fallback_key gives the event.
-            key = f"{self._fallback_prefix}{timestamp:%Y/%m/%d/%H}/{event_id}.json"
+            key = self._layout.fallback_key(event_id, timestamp)
             try:
                 body = self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
             except ClientError as exc:
@@ -102,7 +101,7 @@ class S3UsageEventFinder:
 
     def _from_raw(self, wanted: Mapping[str, datetime]) -> dict[str, UsageEventRecord]:
         hours = sorted({t + timedelta(hours=h) for t in wanted.values() for h in (0, 1)})
-        prefixes = sorted({f"{self._raw_prefix}{hour:%Y/%m/%d/%H}/" for hour in hours})
+        prefixes = sorted({self._layout.raw_hour_prefix(hour) for hour in hours})
         remaining = set(wanted)
         found: dict[str, UsageEventRecord] = {}
         paginator = self._client.get_paginator("list_objects_v2")
