@@ -48,6 +48,7 @@ from chalicelib.budgets.plans import Plan
 from chalicelib.budgets.store import Refused, Reserved, ReserveResult, SettleResult, StoredPlan
 from chalicelib.errors import BudgetStoreUnavailableError
 from chalicelib.pricing import format_usd
+from chalicelib.usage import TOKEN_FIELDS, TokenUsage
 
 logger = logging.getLogger(__name__)
 
@@ -165,11 +166,7 @@ def counters_from_item(tenant_id: str, month: str, item: Mapping[str, Any] | Non
         settled_usd=_usd(item, "settled_pico_usd"),
         open_reservations=_int(item, "open_reservations"),
         requests=_int(item, "requests"),
-        input_tokens=_int(item, "input_tokens"),
-        output_tokens=_int(item, "output_tokens"),
-        cache_read_input_tokens=_int(item, "cache_read_input_tokens"),
-        cache_write_input_tokens=_int(item, "cache_write_input_tokens"),
-        total_tokens=_int(item, "total_tokens"),
+        tokens=TokenUsage(**{name: _int(item, name) for name in TOKEN_FIELDS}),
         rate_window=window["S"] if window else None,
         rate_requests=_int(item, "rate_requests"),
         rate_tokens=_int(item, "rate_tokens"),
@@ -357,30 +354,15 @@ class DynamoBudgetStore:
             ":minus_one": _n(-1),
         }
         if actual is not None:
-            adds += [
-                "settled_pico_usd :usd",
-                "requests :one",
-                "input_tokens :input",
-                "output_tokens :output",
-                "cache_read_input_tokens :cache_read",
-                "cache_write_input_tokens :cache_write",
-                "total_tokens :total",
-            ]
-            values.update(
-                {
-                    ":usd": _money(actual.usd),
-                    ":one": _n(1),
-                    ":input": _n(actual.input_tokens),
-                    ":output": _n(actual.output_tokens),
-                    ":cache_read": _n(actual.cache_read_input_tokens),
-                    ":cache_write": _n(actual.cache_write_input_tokens),
-                    ":total": _n(actual.total_tokens),
-                }
-            )
+            adds += ["settled_pico_usd :usd", "requests :one"]
+            values.update({":usd": _money(actual.usd), ":one": _n(1)})
+            for name in TOKEN_FIELDS:  # each token counter, under its own name
+                adds.append(f"{name} :{name}")
+                values[f":{name}"] = _n(getattr(actual.tokens, name))
         condition = "attribute_exists(#rsv)"
         if correct_rate:
             adds.append("rate_tokens :rate_delta")
-            values[":rate_delta"] = _n(used.total_tokens - reservation.tokens)
+            values[":rate_delta"] = _n(used.tokens.total_tokens - reservation.tokens)
             values[":window"] = _s(reservation.window)
             condition += " AND rate_window = :window"
         return self._client.update_item(  # type: ignore[no-any-return]

@@ -26,7 +26,7 @@ from chalicelib.budgets.limits import Actual, month_key, previous_month_key
 from chalicelib.budgets.service import BudgetService
 from chalicelib.errors import BudgetStoreUnavailableError, MeteringError
 from chalicelib.layout import BucketLayout
-from chalicelib.usage import UsageEventRecord, parse_timestamp
+from chalicelib.usage import TokenUsage, UsageEventRecord, parse_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -130,14 +130,7 @@ def _matching(lines: Any, wanted: set[str]) -> dict[str, UsageEventRecord]:
 
 def actual_from_event(event: UsageEventRecord) -> Actual:
     """What a usage event says the call used."""
-    return Actual(
-        usd=Decimal(event["cost_usd"]),
-        input_tokens=int(event["input_tokens"]),
-        output_tokens=int(event["output_tokens"]),
-        cache_read_input_tokens=int(event["cache_read_input_tokens"]),
-        cache_write_input_tokens=int(event["cache_write_input_tokens"]),
-        total_tokens=int(event["total_tokens"]),
-    )
+    return Actual(usd=Decimal(event["cost_usd"]), tokens=TokenUsage.from_record(event))
 
 
 @dataclass(frozen=True)

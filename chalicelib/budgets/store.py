@@ -188,7 +188,7 @@ class InMemoryBudgetStore:
             used = actual or Actual(usd=Decimal(0))
             rate_tokens = current.rate_tokens
             if current.rate_window == reservation.window == current_window:
-                rate_tokens += used.total_tokens - reservation.tokens
+                rate_tokens += used.tokens.total_tokens - reservation.tokens
             updated = dataclasses.replace(
                 current,
                 committed_usd=current.committed_usd - reservation.usd + used.usd,
@@ -196,13 +196,7 @@ class InMemoryBudgetStore:
                 settled_usd=current.settled_usd + used.usd,
                 open_reservations=current.open_reservations - 1,
                 requests=current.requests + (1 if actual else 0),
-                input_tokens=current.input_tokens + used.input_tokens,
-                output_tokens=current.output_tokens + used.output_tokens,
-                cache_read_input_tokens=current.cache_read_input_tokens
-                + used.cache_read_input_tokens,
-                cache_write_input_tokens=current.cache_write_input_tokens
-                + used.cache_write_input_tokens,
-                total_tokens=current.total_tokens + used.total_tokens,
+                tokens=current.tokens + used.tokens,
                 rate_tokens=rate_tokens,
                 reservations=tuple(
                     r
