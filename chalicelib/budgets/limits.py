@@ -200,8 +200,10 @@ def refusal(
 ) -> Refusal | None:
     """Why `demand` may not be reserved on top of `counters` now, or None if it fits.
 
-    The DynamoDB adapter's condition expression states the same rules; this is also how the
-    adapter explains a failed condition from the item it read back.
+    The DynamoDB adapter's condition expressions state the same rules, except where no counter
+    exists yet: a month's first reservation is not checked against the budget, nor a window's
+    first against the rates. This is also how the adapter explains a failed condition from
+    the item it read back.
     """
     if counters.committed_usd + demand.usd > limits.monthly_budget_usd:
         return Refusal("budget", seconds_to_next_month(now))
