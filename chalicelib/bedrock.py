@@ -7,6 +7,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.aws_errors import error_code
 from chalicelib.errors import ModelThrottledError, ModelUnavailableError
 from chalicelib.usage import TokenUsage
 
@@ -44,13 +45,11 @@ class BedrockModel:
                 messages=[{"role": "user", "content": [{"text": prompt}]}],
                 inferenceConfig={"maxTokens": max_tokens},
             )
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
+        except (ClientError, BotoCoreError) as exc:
+            code = error_code(exc)
             if code in THROTTLING_CODES:
                 raise ModelThrottledError(THROTTLED_MESSAGE, code) from exc
             raise ModelUnavailableError(GENERIC_MODEL_ERROR, code) from exc
-        except BotoCoreError as exc:
-            raise ModelUnavailableError(GENERIC_MODEL_ERROR, type(exc).__name__) from exc
         content = response.get("output", {}).get("message", {}).get("content", [])
         text = "".join(block.get("text", "") for block in content)
         return ModelReply(

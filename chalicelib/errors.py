@@ -1,4 +1,4 @@
-"""Domain errors: raised by chalicelib modules, mapped to HTTP only at the edge (app.py)."""
+"""Domain errors, raised by chalicelib modules; only chalicelib/edge.py maps them to HTTP."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.aws_errors import error_code
 from chalicelib.errors import MeteringError
 
 logger = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class FirehoseWriter:
                 Records=[{"Data": record} for record in records],
             )
         except (ClientError, BotoCoreError) as exc:
-            logger.warning("firehose put_record_batch failed", extra={"error": _code(exc)})
+            logger.warning("firehose put_record_batch failed", extra={"error": error_code(exc)})
             return records
         if not response.get("FailedPutCount"):
             return []
@@ -124,9 +125,3 @@ class FirehoseWriter:
             for record, result in zip(records, results, strict=True)
             if result.get("ErrorCode")
         ]
-
-
-def _code(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
-    return type(exc).__name__

@@ -83,7 +83,7 @@ def base_model_id(model_id: str, aliases: Mapping[str, str] | None = None) -> st
     """The foundation model behind a model id, inference profile id or ARN.
 
     Application inference profile ARNs name no model; they must appear in `aliases`
-    (filled from Bedrock's GetInferenceProfile, see chalicelib.bedrock).
+    (filled from Bedrock's GetInferenceProfile, see chalicelib.model_profiles).
     """
     if aliases and model_id in aliases:
         return base_model_id(aliases[model_id])

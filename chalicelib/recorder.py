@@ -10,6 +10,7 @@ from typing import Any, Literal, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.errors import UsageNotDurableError
+from chalicelib.layout import BucketLayout
 from chalicelib.usage import UsageEvent
 
 logger = logging.getLogger(__name__)
@@ -21,14 +22,6 @@ class RecordWriter(Protocol):
     """What the recorder needs from Firehose (see chalicelib.firehose.FirehoseWriter)."""
 
     def put_records(self, records: Sequence[bytes]) -> list[bytes]: ...
-
-
-def fallback_key(prefix: str, event: UsageEvent) -> str:
-    """Where an event lands when Firehose will not take it: the hour of its timestamp.
-
-    The layout mirrors Firehose's `YYYY/MM/DD/HH/` so the partition job finds both the same way.
-    """
-    return f"{prefix}{event.timestamp:%Y/%m/%d/%H}/{event.event_id}.json"
 
 
 class UsageRecorder:
@@ -47,7 +40,7 @@ class UsageRecorder:
             s3_client = boto3.client("s3")
         self._writer = writer
         self._bucket = bucket
-        self._fallback_prefix = fallback_prefix
+        self._layout = BucketLayout(fallback_prefix=fallback_prefix)
         self._s3 = s3_client
 
     def record(self, event: UsageEvent) -> Destination:
@@ -58,7 +51,7 @@ class UsageRecorder:
         try:
             self._s3.put_object(
                 Bucket=self._bucket,
-                Key=fallback_key(self._fallback_prefix, event),
+                Key=self._layout.fallback_key(event.event_id, event.timestamp),
                 Body=line,
                 ContentType="application/x-ndjson",
             )

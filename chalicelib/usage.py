@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 SCHEMA_VERSION = 1
 
@@ -14,8 +15,25 @@ Status = Literal["ok", "error", "rejected", "aborted"]
 STATUSES: tuple[Status, ...] = ("ok", "error", "rejected", "aborted")
 
 
+class TokenCounts(TypedDict):
+    """Token counts as flat wire fields (usage events, /usage totals, plan views)."""
+
+    input_tokens: int
+    output_tokens: int
+    cache_read_input_tokens: int
+    cache_write_input_tokens: int
+    total_tokens: int
+
+
+TOKEN_FIELDS: tuple[str, ...] = tuple(TokenCounts.__annotations__)
+
+
 class UsageEventRecord(TypedDict):
-    """The wire shape of a usage event, as written to Firehose and read back by the jobs."""
+    """The wire shape of a usage event, as written to Firehose and read back by the jobs.
+
+    Flat, with the token counts declared in place: the order of these fields is the column
+    order of the curated table (FIELDS), so it does not inherit TokenCounts.
+    """
 
     event_id: str
     schema_version: int
@@ -43,7 +61,7 @@ FIELDS: tuple[str, ...] = tuple(UsageEventRecord.__annotations__)
 
 @dataclass(frozen=True)
 class TokenUsage:
-    """Token counts as the model reported them."""
+    """Token counts: one call's as the model reported them, or a sum of calls'."""
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -62,6 +80,32 @@ class TokenUsage:
             usage.get("totalTokens", input_tokens + output_tokens + cache_read + cache_write)
         )
         return cls(input_tokens, output_tokens, cache_read, cache_write, total)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], *, absent_is_zero: bool = False) -> TokenUsage:
+        """Read the flat count fields of a wire dict (a usage event, a query row, a stored item).
+
+        Every count must be present, unless `absent_is_zero`: then a missing or null count is
+        zero (a SUM over no rows is NULL; a counter never added to is absent).
+        """
+        if absent_is_zero:
+            return cls(**{name: int(record.get(name) or 0) for name in TOKEN_FIELDS})
+        return cls(**{name: int(record[name]) for name in TOKEN_FIELDS})
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            **{name: getattr(self, name) + getattr(other, name) for name in TOKEN_FIELDS}
+        )
+
+    def as_dict(self) -> TokenCounts:
+        """The counts as flat wire fields; every wire shape that carries tokens is built from it."""
+        return TokenCounts(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cache_read_input_tokens=self.cache_read_input_tokens,
+            cache_write_input_tokens=self.cache_write_input_tokens,
+            total_tokens=self.total_tokens,
+        )
 
 
 NO_TOKENS = TokenUsage()
@@ -109,7 +153,6 @@ class UsageEvent:
 
     def to_record(self) -> UsageEventRecord:
         """The event as its schema-v1 wire dict."""
-        tokens = self.tokens
         return UsageEventRecord(
             event_id=self.event_id,
             schema_version=SCHEMA_VERSION,
@@ -117,11 +160,7 @@ class UsageEvent:
             tenant_id=self.tenant_id,
             user_id=self.user_id,
             model_id=self.model_id,
-            input_tokens=tokens.input_tokens,
-            output_tokens=tokens.output_tokens,
-            cache_read_input_tokens=tokens.cache_read_input_tokens,
-            cache_write_input_tokens=tokens.cache_write_input_tokens,
-            total_tokens=tokens.total_tokens,
+            **self.tokens.as_dict(),
             status=self.status,
             error_code=self.error_code,
             latency_ms=self.latency_ms,

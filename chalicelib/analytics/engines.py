@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chalicelib.analytics.queries import USAGE_TABLE
-from chalicelib.analytics.schema import curated_arrow_schema, partition_values
+from chalicelib.analytics.schema import curated_arrow_schema
+from chalicelib.aws_errors import is_not_found
 from chalicelib.errors import AnalyticsUnavailableError, ConfigurationError
+from chalicelib.layout import BucketLayout
 from chalicelib.settings import ENGINE_DUCKDB, Settings
 from chalicelib.usage import FIELDS
 
@@ -165,7 +167,7 @@ class DuckDBEngine:
                 raise ConfigurationError(f"not a usable SQL identifier: {name!r}")
         self._s3 = s3
         self._bucket = bucket
-        self._prefix = prefix
+        self._layout = BucketLayout(curated_prefix=prefix)
         self._database = database
         self._table = table
         self._max_load_attempts = max_load_attempts
@@ -216,7 +218,7 @@ class DuckDBEngine:
         objects: list[tuple[str, str]] = []
         try:
             paginator = self._s3.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix):
+            for page in paginator.paginate(Bucket=self._bucket, Prefix=self._layout.curated_prefix):
                 for item in page.get("Contents", []):
                     if item["Key"].endswith(".parquet"):
                         objects.append((item["Key"], item.get("ETag", "")))
@@ -232,13 +234,13 @@ class DuckDBEngine:
         schema = curated_arrow_schema()
         tables = []
         for key, _etag in snapshot.objects:
-            values = partition_values(key[len(self._prefix) :])
+            values = self._layout.partition_of(key)
             if values is None:
                 continue  # not in a partition directory (Athena would not read it either)
             try:
                 body = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                if is_not_found(exc):
                     raise _ObjectVanishedError(key) from exc
                 raise AnalyticsUnavailableError(UNAVAILABLE, detail=str(exc)) from exc
             part = pq.read_table(io.BytesIO(body))

@@ -8,7 +8,8 @@ manifest per day records which input objects the partition was built from, so a 
 inputs have not changed does nothing, and a run whose inputs have (late objects) rebuilds.
 
 pandas, pyarrow and awswrangler are imported inside the functions that need them: this module
-is imported by app.py's schedule wrappers, and the chat path must not load them.
+is imported by app.py (through chalicelib.analytics.maintenance), and the chat path must not
+load them.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from chalicelib.analytics.schema import (
     GLUE_COLUMN_TYPES,
     PARTITION_COLUMNS,
     arrow_type,
-    partition_path,
 )
+from chalicelib.aws_errors import is_not_found
 from chalicelib.errors import MeteringError
+from chalicelib.layout import BucketLayout, day_path, hour_of_key, partition_values
 from chalicelib.usage import FIELDS
 
 if TYPE_CHECKING:
@@ -50,7 +52,6 @@ EARLY_HOURS = 1
 # hours after the day that are read for stragglers. Objects delivered later still are picked
 # up by the sweep (their day's inputs change) or by `meterctl backfill`.
 DEFAULT_LATENESS_HOURS = 2
-MANIFEST_PREFIX = "manifests/usage/"
 READ_CONCURRENCY = 16
 MAX_ROWS_PER_FILE = 1_000_000  # about 40 MB of Parquet per file
 REPORTED_INVALID_LINES = 20
@@ -75,19 +76,22 @@ class PartitionJobError(MeteringError):
     """The partition cannot be rebuilt safely; nothing was changed."""
 
 
+_DEFAULT_LAYOUT = BucketLayout()
+
+
 @dataclass(frozen=True)
 class PartitionJobConfig:
     """Where the job reads and writes, and how far it looks for late events."""
 
     bucket: str
-    raw_prefix: str = "raw/"
-    fallback_prefix: str = "fallback/"
-    curated_prefix: str = "usage/"
+    raw_prefix: str = _DEFAULT_LAYOUT.raw_prefix
+    fallback_prefix: str = _DEFAULT_LAYOUT.fallback_prefix
+    curated_prefix: str = _DEFAULT_LAYOUT.curated_prefix
     database: str = "bedrock_metering_db"
     table: str = "token_usage_logs"
     lateness_hours: int = DEFAULT_LATENESS_HOURS
     early_hours: int = EARLY_HOURS
-    manifest_prefix: str = MANIFEST_PREFIX
+    manifest_prefix: str = _DEFAULT_LAYOUT.manifest_prefix
     read_concurrency: int = READ_CONCURRENCY
     max_rows_per_file: int = MAX_ROWS_PER_FILE
 
@@ -105,9 +109,19 @@ class PartitionJobConfig:
         )
 
     @property
+    def layout(self) -> BucketLayout:
+        """The bucket layout these prefixes make."""
+        return BucketLayout(
+            raw_prefix=self.raw_prefix,
+            fallback_prefix=self.fallback_prefix,
+            curated_prefix=self.curated_prefix,
+            manifest_prefix=self.manifest_prefix,
+        )
+
+    @property
     def curated_path(self) -> str:
         """The Glue table's location."""
-        return f"s3://{self.bucket}/{self.curated_prefix}"
+        return self.layout.curated_url(self.bucket)
 
     def prefix_of(self, source: str) -> str:
         return self.raw_prefix if source == "raw" else self.fallback_prefix
@@ -143,23 +157,10 @@ class SourceObject:
     hour: datetime  # the hour in its key: arrival hour for raw, event hour for fallback
 
 
-def hour_of_key(key: str, prefix: str) -> datetime | None:
-    """The `YYYY/MM/DD/HH/` hour an object key sits under, or None if it does not."""
-    if not key.startswith(prefix):
-        return None
-    stamp = key[len(prefix) : len(prefix) + 14]
-    try:
-        if len(stamp) != 14 or stamp[13] != "/":
-            return None
-        return datetime.strptime(stamp[:13], "%Y/%m/%d/%H").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
 def list_sources(s3: Any, config: PartitionJobConfig, day: date) -> list[SourceObject]:
     """Every raw and fallback object under the hours that can hold `day`'s events, sorted."""
     hours = set(source_hours(day, config.lateness_hours, config.early_hours))
-    day_prefixes = sorted({f"{hour:%Y/%m/%d}/" for hour in hours})
+    day_prefixes = sorted({day_path(hour) for hour in hours})
     found: list[SourceObject] = []
     for source in SOURCES:
         prefix = config.prefix_of(source)
@@ -460,7 +461,7 @@ def curated_slices(events: Any, order: Any, day: date, rows_per_slice: int) -> I
     import pyarrow as pa
 
     step = max(1, rows_per_slice)
-    values = (f"{day:%Y}", f"{day:%m}", f"{day:%d}")
+    values = partition_values(day)
     for start in range(0, len(order), step):
         indices = order.slice(start, step)
         columns = [events.column(name).take(indices) for name in FIELDS]
@@ -515,18 +516,15 @@ class Manifest:
         )
 
 
-def manifest_key(config: PartitionJobConfig, day: date) -> str:
-    return f"{config.manifest_prefix}{day.isoformat()}.json"
-
-
 def read_manifest(s3: Any, config: PartitionJobConfig, day: date) -> Manifest | None:
     """The day's manifest, or None if there is none (or it cannot be read)."""
     from botocore.exceptions import ClientError
 
+    key = config.layout.manifest_key(day)
     try:
-        raw = s3.get_object(Bucket=config.bucket, Key=manifest_key(config, day))["Body"].read()
+        raw = s3.get_object(Bucket=config.bucket, Key=key)["Body"].read()
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        if is_not_found(exc):
             return None
         raise
     try:
@@ -538,7 +536,7 @@ def read_manifest(s3: Any, config: PartitionJobConfig, day: date) -> Manifest | 
 
 def partition_objects(s3: Any, config: PartitionJobConfig, day: date) -> set[str]:
     """The s3:// paths of the objects in the day's partition now."""
-    prefix = config.curated_prefix + partition_path(day)
+    prefix = config.layout.partition_prefix(day)
     paths: set[str] = set()
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=config.bucket, Prefix=prefix):
         for item in page.get("Contents", []):
@@ -672,7 +670,7 @@ def job(
     )
     s3.put_object(
         Bucket=config.bucket,
-        Key=manifest_key(config, day),
+        Key=config.layout.manifest_key(day),
         Body=new_manifest.to_json(),
         ContentType="application/json",
     )

@@ -19,30 +19,22 @@ from chalicelib.analytics.queries import (
 from chalicelib.errors import InvalidRequestError
 from chalicelib.identity import MAX_TENANT_ID_LENGTH
 from chalicelib.pricing import format_usd
+from chalicelib.usage import NO_TOKENS, TOKEN_FIELDS, TokenCounts, TokenUsage
 
 MAX_PERIOD_DAYS = 366
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII digits; used with fullmatch
-COUNTERS: tuple[str, ...] = (
-    "requests",
-    "failed_requests",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_input_tokens",
-    "cache_write_input_tokens",
-    "total_tokens",
-)
+# The counts of a report, in the order the API sends them (cost_usd follows).
+COUNTERS: tuple[str, ...] = ("requests", "failed_requests", *TOKEN_FIELDS)
 
 
-class UsageTotals(TypedDict):
-    """Counts for a period or a day. `cost_usd` is an exact decimal string."""
+class UsageTotals(TokenCounts):
+    """Counts for a period or a day. `cost_usd` is an exact decimal string.
+
+    On the wire: requests, failed_requests, the token counts, cost_usd (see Counts.to_json).
+    """
 
     requests: int
     failed_requests: int
-    input_tokens: int
-    output_tokens: int
-    cache_read_input_tokens: int
-    cache_write_input_tokens: int
-    total_tokens: int
     cost_usd: str
 
 
@@ -160,24 +152,24 @@ class Counts:
 
     requests: int = 0
     failed_requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cache_write_input_tokens: int = 0
-    total_tokens: int = 0
+    tokens: TokenUsage = NO_TOKENS
     cost_usd: Decimal = Decimal(0)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Counts:
         """A result row of the named queries (SUMs over no rows are NULL: zero)."""
         return cls(
-            **{name: int(row.get(name) or 0) for name in COUNTERS},
+            requests=int(row.get("requests") or 0),
+            failed_requests=int(row.get("failed_requests") or 0),
+            tokens=TokenUsage.from_record(row, absent_is_zero=True),
             cost_usd=Decimal(str(row.get("cost_usd") or 0)),
         )
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(
-            **{name: getattr(self, name) + getattr(other, name) for name in COUNTERS},
+            requests=self.requests + other.requests,
+            failed_requests=self.failed_requests + other.failed_requests,
+            tokens=self.tokens + other.tokens,
             cost_usd=self.cost_usd + other.cost_usd,
         )
 
@@ -185,11 +177,7 @@ class Counts:
         return UsageTotals(
             requests=self.requests,
             failed_requests=self.failed_requests,
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            cache_read_input_tokens=self.cache_read_input_tokens,
-            cache_write_input_tokens=self.cache_write_input_tokens,
-            total_tokens=self.total_tokens,
+            **self.tokens.as_dict(),
             cost_usd=format_usd(self.cost_usd),
         )
 

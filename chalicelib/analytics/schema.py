@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import date
 from typing import Any
 
 from chalicelib.usage import FIELDS
@@ -32,22 +31,6 @@ GLUE_COLUMN_TYPES: Mapping[str, str] = {
 }
 PARTITION_COLUMNS: tuple[str, ...] = ("year", "month", "day")
 COST_SCALE = 12  # decimal places of cost_usd in the table
-
-_PARTITION_PATH = re.compile(r"(?:^|/)year=(\d{4})/month=(\d{2})/day=(\d{2})/")
-
-
-def partition_path(day: date) -> str:
-    """The Hive-style partition directory of a UTC day, relative to the table location."""
-    return f"year={day:%Y}/month={day:%m}/day={day:%d}/"
-
-
-def partition_values(key: str) -> tuple[str, str, str] | None:
-    """(`year`, `month`, `day`) from an object key under the table location, if it has them."""
-    match = _PARTITION_PATH.search(key)
-    if match is None:
-        return None
-    year, month, day = match.groups()
-    return year, month, day
 
 
 def arrow_type(glue_type: str) -> Any:

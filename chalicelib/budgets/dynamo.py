@@ -28,8 +28,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.aws_errors import error_code
 from chalicelib.budgets.limits import (
     ALERT_THRESHOLDS,
     MAX_OPEN_RESERVATIONS,
@@ -47,10 +49,13 @@ from chalicelib.budgets.plans import Plan
 from chalicelib.budgets.store import Refused, Reserved, ReserveResult, SettleResult, StoredPlan
 from chalicelib.errors import BudgetStoreUnavailableError
 from chalicelib.pricing import format_usd
+from chalicelib.usage import TokenUsage
 
 logger = logging.getLogger(__name__)
 
 PLAN_SK = "PLAN"
+# What DynamoDB answers when a write's condition does not hold: a refusal, not a failure.
+CONDITION_FAILED = "ConditionalCheckFailedException"
 RESERVATION_PREFIX = "rsv_"
 # Month counters and index entries outlive their month by this much, then TTL removes them.
 COUNTERS_RETENTION = timedelta(days=400)
@@ -105,86 +110,77 @@ def counters_expire_at(month: str) -> int:
     return int((next_month_start(start) + COUNTERS_RETENTION).timestamp())
 
 
-def _n(value: Decimal | int) -> dict[str, str]:
-    text = format_usd(value) if isinstance(value, Decimal) else str(value)
-    return {"N": text}
+_SERIALIZER = TypeSerializer()
+_DESERIALIZER = TypeDeserializer()
 
 
-def _money(usd: Decimal) -> dict[str, str]:
-    return {"N": str(to_pico(usd))}
+def encode(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Python values as the low-level client's DynamoDB JSON (boto3's TypeSerializer).
+
+    Numbers must be int or Decimal (a float is refused): money goes in as whole pico-dollars.
+    """
+    return {name: _SERIALIZER.serialize(value) for name, value in values.items()}
 
 
-def _usd(item: Mapping[str, Any], name: str) -> Decimal:
-    return from_pico(_int(item, name))
+def decode(item: Mapping[str, Any] | None) -> dict[str, Any]:
+    """DynamoDB JSON as Python values (every number a Decimal); None is an empty item."""
+    return {name: _DESERIALIZER.deserialize(value) for name, value in (item or {}).items()}
 
 
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
+def _count(values: Mapping[str, Any], name: str) -> int:
+    """A whole-number attribute; one never written (a counter never added to) is zero."""
+    return int(values.get(name, 0))
 
 
-def _dec(item: Mapping[str, Any], name: str) -> Decimal:
-    raw = item.get(name)
-    return Decimal(raw["N"]) if raw else Decimal(0)
-
-
-def _int(item: Mapping[str, Any], name: str) -> int:
-    raw = item.get(name)
-    return int(Decimal(raw["N"])) if raw else 0
+def _usd(values: Mapping[str, Any], name: str) -> Decimal:
+    return from_pico(_count(values, name))
 
 
 def counters_from_item(tenant_id: str, month: str, item: Mapping[str, Any] | None) -> MonthCounters:
     """Decode a month item (DynamoDB JSON); an absent item is a month with nothing in it."""
-    if not item:
+    values = decode(item)
+    if not values:
         return MonthCounters(tenant_id, month)
-    reservations = []
-    for name, value in item.items():
-        if not name.startswith(RESERVATION_PREFIX):
-            continue
-        fields = value["M"]
-        reservations.append(
-            Reservation(
-                tenant_id=tenant_id,
-                month=month,
-                reservation_id=name.removeprefix(RESERVATION_PREFIX),
-                usd=_usd(fields, "pico_usd"),
-                tokens=_int(fields, "tokens"),
-                window=fields["window"]["S"],
-                expires_at=_int(fields, "expires_at"),
-                event_timestamp=fields["at"]["S"],
-            )
+    reservations = [
+        Reservation(
+            tenant_id=tenant_id,
+            month=month,
+            reservation_id=name.removeprefix(RESERVATION_PREFIX),
+            usd=_usd(fields, "pico_usd"),
+            tokens=_count(fields, "tokens"),
+            window=fields["window"],
+            expires_at=_count(fields, "expires_at"),
+            event_timestamp=fields["at"],
         )
-    window = item.get("rate_window")
+        for name, fields in values.items()
+        if name.startswith(RESERVATION_PREFIX)
+    ]
     return MonthCounters(
         tenant_id=tenant_id,
         month=month,
-        committed_usd=_usd(item, "committed_pico_usd"),
-        reserved_usd=_usd(item, "reserved_pico_usd"),
-        settled_usd=_usd(item, "settled_pico_usd"),
-        open_reservations=_int(item, "open_reservations"),
-        requests=_int(item, "requests"),
-        input_tokens=_int(item, "input_tokens"),
-        output_tokens=_int(item, "output_tokens"),
-        cache_read_input_tokens=_int(item, "cache_read_input_tokens"),
-        cache_write_input_tokens=_int(item, "cache_write_input_tokens"),
-        total_tokens=_int(item, "total_tokens"),
-        rate_window=window["S"] if window else None,
-        rate_requests=_int(item, "rate_requests"),
-        rate_tokens=_int(item, "rate_tokens"),
+        committed_usd=_usd(values, "committed_pico_usd"),
+        reserved_usd=_usd(values, "reserved_pico_usd"),
+        settled_usd=_usd(values, "settled_pico_usd"),
+        open_reservations=_count(values, "open_reservations"),
+        requests=_count(values, "requests"),
+        tokens=TokenUsage.from_record(values, absent_is_zero=True),
+        rate_window=values.get("rate_window"),
+        rate_requests=_count(values, "rate_requests"),
+        rate_tokens=_count(values, "rate_tokens"),
         reservations=tuple(sorted(reservations, key=lambda r: r.expires_at)),
-        alerts={p: item[f"alert_{p}"]["S"] for p in ALERT_THRESHOLDS if f"alert_{p}" in item},
-        indexed=bool(item.get("in_month_index", {}).get("BOOL")),
+        alerts={p: values[f"alert_{p}"] for p in ALERT_THRESHOLDS if f"alert_{p}" in values},
+        indexed=bool(values.get("in_month_index")),
     )
 
 
 def _reservation_value(reservation: Reservation) -> dict[str, Any]:
+    """A reservation as the map stored in its rsv_<id> attribute."""
     return {
-        "M": {
-            "pico_usd": _money(reservation.usd),
-            "tokens": _n(reservation.tokens),
-            "window": _s(reservation.window),
-            "expires_at": _n(reservation.expires_at),
-            "at": _s(reservation.event_timestamp),
-        }
+        "pico_usd": to_pico(reservation.usd),
+        "tokens": reservation.tokens,
+        "window": reservation.window,
+        "expires_at": reservation.expires_at,
+        "at": reservation.event_timestamp,
     }
 
 
@@ -206,18 +202,19 @@ class DynamoBudgetStore:
         """The tenant's own plan, or None (it then gets the stage default)."""
         item = self._call(
             "get_item",
-            Key={"pk": _s(tenant_pk(tenant_id)), "sk": _s(PLAN_SK)},
+            Key=encode({"pk": tenant_pk(tenant_id), "sk": PLAN_SK}),
             ConsistentRead=True,
         ).get("Item")
-        if not item:
+        values = decode(item)
+        if not values:
             return None
         plan = Plan(
-            monthly_budget_usd=_dec(item, "monthly_budget_usd"),
-            tokens_per_minute=_int(item, "tokens_per_minute"),
-            requests_per_minute=_int(item, "requests_per_minute"),
-            allowed_models=tuple(v["S"] for v in item.get("allowed_models", {}).get("L", [])),
+            monthly_budget_usd=values.get("monthly_budget_usd", Decimal(0)),
+            tokens_per_minute=_count(values, "tokens_per_minute"),
+            requests_per_minute=_count(values, "requests_per_minute"),
+            allowed_models=tuple(values.get("allowed_models", ())),
         )
-        return StoredPlan(plan, item["updated_at"]["S"], item["updated_by"]["S"])
+        return StoredPlan(plan, values["updated_at"], values["updated_by"])
 
     def put_plan(
         self, tenant_id: str, plan: Plan, *, updated_by: str, updated_at: datetime
@@ -225,17 +222,20 @@ class DynamoBudgetStore:
         """Replace the tenant's plan (the budget is stored as an exact DynamoDB number)."""
         self._call(
             "put_item",
-            Item={
-                "pk": _s(tenant_pk(tenant_id)),
-                "sk": _s(PLAN_SK),
-                "tenant_id": _s(tenant_id),
-                "monthly_budget_usd": _n(plan.monthly_budget_usd),
-                "tokens_per_minute": _n(plan.tokens_per_minute),
-                "requests_per_minute": _n(plan.requests_per_minute),
-                "allowed_models": {"L": [_s(m) for m in plan.allowed_models]},
-                "updated_at": _s(updated_at.isoformat()),
-                "updated_by": _s(updated_by),
-            },
+            Item=encode(
+                {
+                    "pk": tenant_pk(tenant_id),
+                    "sk": PLAN_SK,
+                    "tenant_id": tenant_id,
+                    # Plain fixed-point digits ("25.5", never "2.55E+1"), as always stored.
+                    "monthly_budget_usd": Decimal(format_usd(plan.monthly_budget_usd)),
+                    "tokens_per_minute": plan.tokens_per_minute,
+                    "requests_per_minute": plan.requests_per_minute,
+                    "allowed_models": list(plan.allowed_models),
+                    "updated_at": updated_at.isoformat(),
+                    "updated_by": updated_by,
+                }
+            ),
         )
 
     # -- counters --------------------------------------------------------------------------
@@ -262,7 +262,7 @@ class DynamoBudgetStore:
             try:
                 response = self._update_for_reserve(held, limits, in_window=in_window)
             except ClientError as exc:
-                if _code(exc) != "ConditionalCheckFailedException":
+                if error_code(exc) != CONDITION_FAILED:
                     raise self._unavailable("reserve", exc) from exc
                 old = counters_from_item(tenant, reservation.month, exc.response.get("Item"))
                 refused = refusal(old, limits, demand, window, now)
@@ -287,24 +287,24 @@ class DynamoBudgetStore:
         form = RESERVE_IN_WINDOW if in_window else RESERVE_NEW_WINDOW
         values: dict[str, Any] = {
             ":rsv": _reservation_value(reservation),
-            ":ttl": _n(counters_expire_at(reservation.month)),
-            ":usd": _money(reservation.usd),
-            ":one": _n(1),
-            ":tokens": _n(reservation.tokens),
-            ":left": _money(limits.monthly_budget_usd - reservation.usd),
-            ":max_open": _n(MAX_OPEN_RESERVATIONS),
-            ":window": _s(reservation.window),
+            ":ttl": counters_expire_at(reservation.month),
+            ":usd": to_pico(reservation.usd),
+            ":one": 1,
+            ":tokens": reservation.tokens,
+            ":left": to_pico(limits.monthly_budget_usd - reservation.usd),
+            ":max_open": MAX_OPEN_RESERVATIONS,
+            ":window": reservation.window,
         }
         if in_window:
-            values[":rpm"] = _n(limits.requests_per_minute)
-            values[":tpm_left"] = _n(limits.tokens_per_minute - reservation.tokens)
+            values[":rpm"] = limits.requests_per_minute
+            values[":tpm_left"] = limits.tokens_per_minute - reservation.tokens
         return self._client.update_item(  # type: ignore[no-any-return]
             TableName=self._table,
             Key=self._month_key(reservation.tenant_id, reservation.month),
             UpdateExpression=form["update"],
             ConditionExpression=form["condition"],
             ExpressionAttributeNames={"#rsv": RESERVATION_PREFIX + reservation.reservation_id},
-            ExpressionAttributeValues=values,
+            ExpressionAttributeValues=encode(values),
             ReturnValues="ALL_NEW",
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
@@ -323,7 +323,7 @@ class DynamoBudgetStore:
             try:
                 response = self._update_for_settle(reservation, actual, correct_rate)
             except ClientError as exc:
-                if _code(exc) != "ConditionalCheckFailedException":
+                if error_code(exc) != CONDITION_FAILED:
                     raise self._unavailable("settle", exc) from exc
                 item = exc.response.get("Item") or {}
                 old = counters_from_item(reservation.tenant_id, reservation.month, item)
@@ -349,36 +349,21 @@ class DynamoBudgetStore:
             "open_reservations :minus_one",
         ]
         values: dict[str, Any] = {
-            ":delta": _money(used.usd - reservation.usd),
-            ":released": _money(-reservation.usd),
-            ":minus_one": _n(-1),
+            ":delta": to_pico(used.usd - reservation.usd),
+            ":released": to_pico(-reservation.usd),
+            ":minus_one": -1,
         }
         if actual is not None:
-            adds += [
-                "settled_pico_usd :usd",
-                "requests :one",
-                "input_tokens :input",
-                "output_tokens :output",
-                "cache_read_input_tokens :cache_read",
-                "cache_write_input_tokens :cache_write",
-                "total_tokens :total",
-            ]
-            values.update(
-                {
-                    ":usd": _money(actual.usd),
-                    ":one": _n(1),
-                    ":input": _n(actual.input_tokens),
-                    ":output": _n(actual.output_tokens),
-                    ":cache_read": _n(actual.cache_read_input_tokens),
-                    ":cache_write": _n(actual.cache_write_input_tokens),
-                    ":total": _n(actual.total_tokens),
-                }
-            )
+            adds += ["settled_pico_usd :usd", "requests :one"]
+            values.update({":usd": to_pico(actual.usd), ":one": 1})
+            for name, count in actual.tokens.as_dict().items():  # each counter under its name
+                adds.append(f"{name} :{name}")
+                values[f":{name}"] = count
         condition = "attribute_exists(#rsv)"
         if correct_rate:
             adds.append("rate_tokens :rate_delta")
-            values[":rate_delta"] = _n(used.total_tokens - reservation.tokens)
-            values[":window"] = _s(reservation.window)
+            values[":rate_delta"] = used.tokens.total_tokens - reservation.tokens
+            values[":window"] = reservation.window
             condition += " AND rate_window = :window"
         return self._client.update_item(  # type: ignore[no-any-return]
             TableName=self._table,
@@ -386,7 +371,7 @@ class DynamoBudgetStore:
             UpdateExpression="REMOVE #rsv ADD " + ", ".join(adds),
             ConditionExpression=condition,
             ExpressionAttributeNames={"#rsv": RESERVATION_PREFIX + reservation.reservation_id},
-            ExpressionAttributeValues=values,
+            ExpressionAttributeValues=encode(values),
             ReturnValues="ALL_NEW",
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
@@ -395,15 +380,17 @@ class DynamoBudgetStore:
 
     def register_month(self, tenant_id: str, month: str) -> None:
         """Add the tenant to the month's index, then flag its month item as indexed."""
-        expires = _n(counters_expire_at(month))
+        expires = counters_expire_at(month)
         self._call(
             "put_item",
-            Item={
-                "pk": _s(month_sk(month)),
-                "sk": _s(tenant_pk(tenant_id)),
-                "tenant_id": _s(tenant_id),
-                "expires_at": expires,
-            },
+            Item=encode(
+                {
+                    "pk": month_sk(month),
+                    "sk": tenant_pk(tenant_id),
+                    "tenant_id": tenant_id,
+                    "expires_at": expires,
+                }
+            ),
         )
         self._call(
             "update_item",
@@ -411,7 +398,7 @@ class DynamoBudgetStore:
             UpdateExpression=(
                 "SET in_month_index = :yes, expires_at = if_not_exists(expires_at, :ttl)"
             ),
-            ExpressionAttributeValues={":yes": {"BOOL": True}, ":ttl": expires},
+            ExpressionAttributeValues=encode({":yes": True, ":ttl": expires}),
         )
 
     def month_tenants(self, month: str) -> list[str]:
@@ -423,11 +410,11 @@ class DynamoBudgetStore:
             page = self._call(
                 "query",
                 KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": _s(month_sk(month))},
+                ExpressionAttributeValues=encode({":pk": month_sk(month)}),
                 ProjectionExpression="tenant_id",
                 **extra,
             )
-            tenants.extend(item["tenant_id"]["S"] for item in page.get("Items", []))
+            tenants.extend(decode(item)["tenant_id"] for item in page.get("Items", []))
             start = page.get("LastEvaluatedKey")
             if not start:
                 return tenants
@@ -438,19 +425,19 @@ class DynamoBudgetStore:
         self, tenant_id: str, month: str, percent: int, claim: str, replacing: str | None
     ) -> bool:
         """Conditional SET of alert_<percent>: exactly one caller wins each claim."""
-        values = {":claim": _s(claim)}
+        values = {":claim": claim}
         if replacing is None:
             condition = "attribute_exists(pk) AND attribute_not_exists(#alert)"
         else:
             condition = "#alert = :replacing"
-            values[":replacing"] = _s(replacing)
+            values[":replacing"] = replacing
         return self._conditional_set(tenant_id, month, percent, condition, values)
 
     def mark_alert_sent(
         self, tenant_id: str, month: str, percent: int, claim: str, sent: str
     ) -> bool:
         """Conditional SET of alert_<percent> from our claim to `sent`."""
-        values = {":claim": _s(sent), ":replacing": _s(claim)}
+        values = {":claim": sent, ":replacing": claim}
         return self._conditional_set(tenant_id, month, percent, "#alert = :replacing", values)
 
     def _conditional_set(
@@ -459,7 +446,7 @@ class DynamoBudgetStore:
         month: str,
         percent: int,
         condition: str,
-        values: dict[str, Any],
+        values: dict[str, str],
     ) -> bool:
         try:
             self._client.update_item(
@@ -468,10 +455,10 @@ class DynamoBudgetStore:
                 UpdateExpression="SET #alert = :claim",
                 ConditionExpression=condition,
                 ExpressionAttributeNames={"#alert": f"alert_{percent}"},
-                ExpressionAttributeValues=values,
+                ExpressionAttributeValues=encode(values),
             )
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) == CONDITION_FAILED:
                 return False
             raise self._unavailable("alert", exc) from exc
         except BotoCoreError as exc:
@@ -481,7 +468,7 @@ class DynamoBudgetStore:
     # -- plumbing --------------------------------------------------------------------------
 
     def _month_key(self, tenant_id: str, month: str) -> dict[str, Any]:
-        return {"pk": _s(tenant_pk(tenant_id)), "sk": _s(month_sk(month))}
+        return encode({"pk": tenant_pk(tenant_id), "sk": month_sk(month)})
 
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         try:
@@ -501,12 +488,6 @@ class DynamoBudgetStore:
     def _unavailable(operation: str, exc: Exception) -> BudgetStoreUnavailableError:
         logger.warning(
             "budget store call failed",
-            extra={"operation": operation, "error": _code(exc)},
+            extra={"operation": operation, "error": error_code(exc)},
         )
         return BudgetStoreUnavailableError(UNAVAILABLE)
-
-
-def _code(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
-    return type(exc).__name__

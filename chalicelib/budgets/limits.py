@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Literal
 
 from chalicelib.pricing import TOKENS_PER_PRICE_UNIT, ModelPrice
+from chalicelib.usage import NO_TOKENS, TokenUsage
 
 # Tokens a chat template may add around the prompt (role markers, a default system prompt).
 # SmolLM2's template adds about 30; Claude's Messages framing adds fewer.
@@ -75,11 +76,7 @@ class Actual:
     """What a settled request really used."""
 
     usd: Decimal
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cache_write_input_tokens: int = 0
-    total_tokens: int = 0
+    tokens: TokenUsage = NO_TOKENS
 
 
 @dataclass(frozen=True)
@@ -96,11 +93,7 @@ class MonthCounters:
     settled_usd: Decimal = Decimal(0)
     open_reservations: int = 0
     requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cache_write_input_tokens: int = 0
-    total_tokens: int = 0
+    tokens: TokenUsage = NO_TOKENS  # settled requests' tokens, month to date
     rate_window: str | None = None
     rate_requests: int = 0
     rate_tokens: int = 0
@@ -207,8 +200,10 @@ def refusal(
 ) -> Refusal | None:
     """Why `demand` may not be reserved on top of `counters` now, or None if it fits.
 
-    The DynamoDB adapter's condition expression states the same rules; this is also how the
-    adapter explains a failed condition from the item it read back.
+    The DynamoDB adapter's condition expressions state the same rules, except where no counter
+    exists yet: a month's first reservation is not checked against the budget, nor a window's
+    first against the rates. This is also how the adapter explains a failed condition from
+    the item it read back.
     """
     if counters.committed_usd + demand.usd > limits.monthly_budget_usd:
         return Refusal("budget", seconds_to_next_month(now))

@@ -21,10 +21,12 @@ from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.aws_errors import is_not_found
 from chalicelib.budgets.limits import Actual, month_key, previous_month_key
 from chalicelib.budgets.service import BudgetService
 from chalicelib.errors import BudgetStoreUnavailableError, MeteringError
-from chalicelib.usage import UsageEventRecord, parse_timestamp
+from chalicelib.layout import BucketLayout
+from chalicelib.usage import TokenUsage, UsageEventRecord, parse_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +74,7 @@ class S3UsageEventFinder:
             client = boto3.client("s3")
         self._client = client
         self._bucket = bucket
-        self._raw_prefix = raw_prefix
-        self._fallback_prefix = fallback_prefix
+        self._layout = BucketLayout(raw_prefix=raw_prefix, fallback_prefix=fallback_prefix)
 
     def find(self, wanted: Mapping[str, datetime]) -> dict[str, UsageEventRecord]:
         try:
@@ -88,12 +89,11 @@ class S3UsageEventFinder:
     def _from_fallback(self, wanted: Mapping[str, datetime]) -> dict[str, UsageEventRecord]:
         found: dict[str, UsageEventRecord] = {}
         for event_id, timestamp in wanted.items():
-            # The key chalicelib.recorder.fallback_key gives the event.
-            key = f"{self._fallback_prefix}{timestamp:%Y/%m/%d/%H}/{event_id}.json"
+            key = self._layout.fallback_key(event_id, timestamp)
             try:
                 body = self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                if is_not_found(exc):
                     continue
                 raise
             found.update(_matching(body.splitlines(), {event_id}))
@@ -101,7 +101,7 @@ class S3UsageEventFinder:
 
     def _from_raw(self, wanted: Mapping[str, datetime]) -> dict[str, UsageEventRecord]:
         hours = sorted({t + timedelta(hours=h) for t in wanted.values() for h in (0, 1)})
-        prefixes = sorted({f"{self._raw_prefix}{hour:%Y/%m/%d/%H}/" for hour in hours})
+        prefixes = sorted({self._layout.raw_hour_prefix(hour) for hour in hours})
         remaining = set(wanted)
         found: dict[str, UsageEventRecord] = {}
         paginator = self._client.get_paginator("list_objects_v2")
@@ -130,14 +130,7 @@ def _matching(lines: Any, wanted: set[str]) -> dict[str, UsageEventRecord]:
 
 def actual_from_event(event: UsageEventRecord) -> Actual:
     """What a usage event says the call used."""
-    return Actual(
-        usd=Decimal(event["cost_usd"]),
-        input_tokens=int(event["input_tokens"]),
-        output_tokens=int(event["output_tokens"]),
-        cache_read_input_tokens=int(event["cache_read_input_tokens"]),
-        cache_write_input_tokens=int(event["cache_write_input_tokens"]),
-        total_tokens=int(event["total_tokens"]),
-    )
+    return Actual(usd=Decimal(event["cost_usd"]), tokens=TokenUsage.from_record(event))
 
 
 @dataclass(frozen=True)

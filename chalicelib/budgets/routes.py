@@ -12,14 +12,15 @@ from chalicelib.budgets.service import PlanOverview
 from chalicelib.edge import Call, endpoint, route_authorizer
 from chalicelib.errors import InvalidRequestError
 from chalicelib.identity import MAX_TENANT_ID_LENGTH
+from chalicelib.usage import TokenCounts
 
 budget_routes = Blueprint(__name__)
 api = endpoint(budget_routes)
 AUTHORIZER = route_authorizer()
 
 
-class MonthToDate(TypedDict):
-    """A tenant's counters for the current UTC month."""
+class MonthToDate(TokenCounts):
+    """A tenant's counters for the current UTC month (the token counts last)."""
 
     month: str
     spent_usd: str
@@ -27,11 +28,6 @@ class MonthToDate(TypedDict):
     remaining_usd: str
     requests: int
     requests_in_flight: int
-    input_tokens: int
-    output_tokens: int
-    cache_read_input_tokens: int
-    cache_write_input_tokens: int
-    total_tokens: int
 
 
 class PlanView(TypedDict):
@@ -68,11 +64,7 @@ def plan_view(overview: PlanOverview) -> PlanView:
             remaining_usd=money_text(counters.remaining_usd(budget)),
             requests=counters.requests,
             requests_in_flight=counters.open_reservations,
-            input_tokens=counters.input_tokens,
-            output_tokens=counters.output_tokens,
-            cache_read_input_tokens=counters.cache_read_input_tokens,
-            cache_write_input_tokens=counters.cache_write_input_tokens,
-            total_tokens=counters.total_tokens,
+            **counters.tokens.as_dict(),
         ),
     )
 

@@ -172,15 +172,7 @@ class BudgetService:
         If the store fails, the reservation stays: the repair job settles it from the usage
         event (already durable by now) once it expires.
         """
-        actual = Actual(
-            usd=cost_usd,
-            input_tokens=tokens.input_tokens,
-            output_tokens=tokens.output_tokens,
-            cache_read_input_tokens=tokens.cache_read_input_tokens,
-            cache_write_input_tokens=tokens.cache_write_input_tokens,
-            total_tokens=tokens.total_tokens,
-        )
-        self._apply(hold.reservation, actual, hold.plan)
+        self._apply(hold.reservation, Actual(cost_usd, tokens), hold.plan)
 
     def release(self, hold: Hold) -> None:
         """Give the whole reservation back (nothing was billed); never raises."""

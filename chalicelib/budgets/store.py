@@ -99,7 +99,11 @@ class BudgetStore(Protocol):
     def claim_alert(
         self, tenant_id: str, month: str, percent: int, claim: str, replacing: str | None
     ) -> bool:
-        """Set the threshold's marker to `claim` if it is `replacing` (None: if unset)."""
+        """Set the threshold's marker to `claim` if it is `replacing` (None: if unset).
+
+        Markers live on the month's counters, which its first reservation or register_month
+        creates: on a month without counters nothing is claimed.
+        """
         ...
 
     def mark_alert_sent(
@@ -109,8 +113,24 @@ class BudgetStore(Protocol):
         ...
 
 
+def _unchecked(refused: Refusal, counters: MonthCounters, window: str) -> bool:
+    """Whether DynamoDB's conditions let a refused demand through anyway.
+
+    They test only counters that exist: a month's first reservation is not checked against the
+    budget, nor a window's first against the rates. So a demand larger than a whole limit gets
+    in there; BudgetService refuses such a request before it reserves.
+    """
+    if counters.rate_window is None:  # no reservation this month: no counters to check
+        return True
+    new_window = counters.rate_window < window
+    return new_window and refused.kind in ("requests_per_minute", "tokens_per_minute")
+
+
 class InMemoryBudgetStore:
     """A thread-safe in-memory BudgetStore with the same semantics, for tests and benchmarks.
+
+    tests/functional/budgets/test_store_contract.py runs the same tests on it and on the
+    DynamoDB store.
 
     `failures[method] = n` makes the next n calls of that method raise
     BudgetStoreUnavailableError, as a throttled or unreachable table would.
@@ -156,7 +176,7 @@ class InMemoryBudgetStore:
             current = self._month(reservation.tenant_id, reservation.month)
             demand = Demand(reservation.tokens, reservation.usd)
             refused = refusal(current, limits, demand, reservation.window, now)
-            if refused is not None:
+            if refused is not None and not _unchecked(refused, current, reservation.window):
                 return Refused(refused, current)
             window = max(reservation.window, current.rate_window or reservation.window)
             held = dataclasses.replace(reservation, window=window)
@@ -169,7 +189,10 @@ class InMemoryBudgetStore:
                 rate_window=window,
                 rate_requests=requests + 1,
                 rate_tokens=tokens + reservation.tokens,
-                reservations=(*current.reservations, held),
+                # By expiry, as the DynamoDB store lists them (the repair job's order).
+                reservations=tuple(
+                    sorted((*current.reservations, held), key=lambda r: r.expires_at)
+                ),
             )
             self.months[(reservation.tenant_id, reservation.month)] = updated
             return Reserved(held, updated)
@@ -188,7 +211,7 @@ class InMemoryBudgetStore:
             used = actual or Actual(usd=Decimal(0))
             rate_tokens = current.rate_tokens
             if current.rate_window == reservation.window == current_window:
-                rate_tokens += used.total_tokens - reservation.tokens
+                rate_tokens += used.tokens.total_tokens - reservation.tokens
             updated = dataclasses.replace(
                 current,
                 committed_usd=current.committed_usd - reservation.usd + used.usd,
@@ -196,13 +219,7 @@ class InMemoryBudgetStore:
                 settled_usd=current.settled_usd + used.usd,
                 open_reservations=current.open_reservations - 1,
                 requests=current.requests + (1 if actual else 0),
-                input_tokens=current.input_tokens + used.input_tokens,
-                output_tokens=current.output_tokens + used.output_tokens,
-                cache_read_input_tokens=current.cache_read_input_tokens
-                + used.cache_read_input_tokens,
-                cache_write_input_tokens=current.cache_write_input_tokens
-                + used.cache_write_input_tokens,
-                total_tokens=current.total_tokens + used.total_tokens,
+                tokens=current.tokens + used.tokens,
                 rate_tokens=rate_tokens,
                 reservations=tuple(
                     r
@@ -230,6 +247,8 @@ class InMemoryBudgetStore:
     ) -> bool:
         with self._lock:
             self._enter("claim_alert")
+            if (tenant_id, month) not in self.months:
+                return False  # DynamoDB's claim needs the month item to exist (attribute_exists)
             current = self._month(tenant_id, month)
             if current.alerts.get(percent) != replacing:
                 return False

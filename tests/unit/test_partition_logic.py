@@ -14,7 +14,6 @@ from chalicelib.analytics.partitions import (
     SourceObject,
     curated_table,
     dedupe,
-    hour_of_key,
     in_window,
     inputs_digest,
     parse_cost,
@@ -44,23 +43,6 @@ def test_a_day_reads_the_hour_before_its_24_hours_and_the_lateness_window() -> N
     assert in_window(datetime(2025, 12, 8, 1, tzinfo=UTC), DAY, 2, 1)
     assert not in_window(datetime(2025, 12, 8, 2, tzinfo=UTC), DAY, 2, 1)
     assert not in_window(datetime(2025, 12, 6, 22, tzinfo=UTC), DAY, 2, 1)
-
-
-@pytest.mark.parametrize(
-    ("key", "expected"),
-    [
-        (
-            "raw/2025/12/07/13/usage-1-2025-12-07-13-59-01-abc",
-            datetime(2025, 12, 7, 13, tzinfo=UTC),
-        ),
-        ("fallback/2025/12/07/00/0f8e.json", None),  # wrong prefix for raw
-        ("raw/2025/12/07/13", None),
-        ("raw/2025/13/07/13/x", None),
-        ("raw/notes.txt", None),
-    ],
-)
-def test_hour_of_key_reads_firehose_layout_only(key: str, expected: datetime | None) -> None:
-    assert hour_of_key(key, "raw/") == expected
 
 
 def test_inputs_digest_ignores_listing_order_but_sees_a_replaced_object() -> None:

@@ -7,7 +7,15 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from chalicelib.usage import FIELDS, TokenUsage, UsageEvent, format_timestamp, parse_timestamp
+from chalicelib.usage import (
+    FIELDS,
+    NO_TOKENS,
+    TOKEN_FIELDS,
+    TokenUsage,
+    UsageEvent,
+    format_timestamp,
+    parse_timestamp,
+)
 
 
 def make_event(**overrides: object) -> UsageEvent:
@@ -76,3 +84,32 @@ def test_converse_usage_with_cache_fields_keeps_them() -> None:
         }
     )
     assert usage == TokenUsage(5, 7, 100, 50, 162)
+
+
+def test_token_usages_add_field_by_field() -> None:
+    assert TokenUsage(1, 2, 3, 4, 10) + TokenUsage(10, 20, 30, 40, 100) == TokenUsage(
+        11, 22, 33, 44, 110
+    )
+    assert TokenUsage(1, 2, 3, 4, 10) + NO_TOKENS == TokenUsage(1, 2, 3, 4, 10)
+
+
+def test_token_usage_round_trips_through_its_flat_wire_fields() -> None:
+    tokens = TokenUsage(10, 20, 3, 4, 37)
+    assert tokens.as_dict() == {
+        "input_tokens": 10,
+        "output_tokens": 20,
+        "cache_read_input_tokens": 3,
+        "cache_write_input_tokens": 4,
+        "total_tokens": 37,
+    }
+    assert tuple(tokens.as_dict()) == TOKEN_FIELDS
+    assert TokenUsage.from_record(make_event(tokens=tokens).to_record()) == tokens
+
+
+def test_a_record_missing_a_count_is_refused_unless_absent_means_zero() -> None:
+    row = {"input_tokens": 5, "total_tokens": 5}
+    with pytest.raises(KeyError):
+        TokenUsage.from_record(row)
+    assert TokenUsage.from_record(row, absent_is_zero=True) == TokenUsage(5, 0, 0, 0, 5)
+    sums_over_no_rows = dict.fromkeys(TOKEN_FIELDS)
+    assert TokenUsage.from_record(sums_over_no_rows, absent_is_zero=True) == NO_TOKENS

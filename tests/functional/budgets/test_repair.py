@@ -76,7 +76,7 @@ def test_settle_failure_still_answers_and_records_then_repair_fixes_the_counter(
     fixed = counters()
     assert fixed.open_reservations == 0
     assert fixed.settled_usd == fixed.committed_usd == Decimal("0.000009")
-    assert (fixed.requests, fixed.input_tokens, fixed.output_tokens) == (1, 11, 5)
+    assert (fixed.requests, fixed.tokens.input_tokens, fixed.tokens.output_tokens) == (1, 11, 5)
 
 
 def test_crashed_request_reservation_expires_and_is_released(
