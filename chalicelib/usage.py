@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict
 
 SCHEMA_VERSION = 1
+# Fields a schema-v1 line may leave out, and the value a reader takes instead.
+FIELD_DEFAULTS: Mapping[str, Any] = {"request_count": 1}
 
 Status = Literal["ok", "error", "rejected", "aborted"]
 STATUSES: tuple[Status, ...] = ("ok", "error", "rejected", "aborted")
@@ -53,6 +55,10 @@ class UsageEventRecord(TypedDict):
     price_version: str
     request_id: str
     stage: str
+    # How many API requests the event stands for: 1, except for an aggregate of refusals
+    # (one `rejected` event counting the refusals of a tenant, reason and minute). Added to
+    # schema v1 as an optional field: a reader takes an absent value as 1.
+    request_count: int
 
 
 # Column order of the curated table: the reference design's columns first.
@@ -144,10 +150,13 @@ class UsageEvent:
     price_version: str
     request_id: str
     stage: str
+    request_count: int = 1
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"unknown status {self.status!r}")
+        if self.request_count < 1:
+            raise ValueError("request_count must be at least 1")
         if self.timestamp.tzinfo is None:
             raise ValueError("timestamp must be timezone-aware")
 
@@ -168,6 +177,7 @@ class UsageEvent:
             price_version=self.price_version,
             request_id=self.request_id,
             stage=self.stage,
+            request_count=self.request_count,
         )
 
     def to_json_line(self) -> bytes:

@@ -36,7 +36,7 @@ from chalicelib.analytics.schema import (
 from chalicelib.aws_errors import is_not_found
 from chalicelib.errors import MeteringError
 from chalicelib.layout import BucketLayout, day_path, hour_of_key, partition_values
-from chalicelib.usage import FIELDS
+from chalicelib.usage import FIELD_DEFAULTS, FIELDS
 
 if TYPE_CHECKING:
     from chalicelib.settings import Settings
@@ -268,7 +268,9 @@ def _parse_vectorised(body: bytes, key: str) -> tuple[Any, int, list[InvalidLine
                 explicit_schema=_json_schema(), unexpected_field_behavior="ignore"
             ),
         )
-        columns = [raw.column(name).cast(schema.field(name).type) for name in FIELDS]
+        columns = [
+            _with_default(raw.column(name).cast(schema.field(name).type), name) for name in FIELDS
+        ]
         timestamps = raw.column("timestamp").cast(pa.timestamp("us", tz="UTC"))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
@@ -280,6 +282,8 @@ def _parse_vectorised(body: bytes, key: str) -> tuple[Any, int, list[InvalidLine
     for name in FIELDS:
         if name not in OPTIONAL_FIELDS:
             complete = pc.and_(complete, pc.is_valid(table.column(name)))
+    counted = pc.fill_null(pc.greater_equal(table.column("request_count"), 1), False)
+    complete = pc.and_(complete, counted)
     bad = pc.sum(pc.invert(complete)).as_py() or 0
     invalid: list[InvalidLine] = []
     if bad:
@@ -290,10 +294,23 @@ def _parse_vectorised(body: bytes, key: str) -> tuple[Any, int, list[InvalidLine
                 for name in (*FIELDS, "_ts")
                 if name not in OPTIONAL_FIELDS and not table.column(name)[row].is_valid
             ]
+            if not missing:
+                invalid.append(InvalidLine(key, row + 1, "request_count must be at least 1"))
+                continue
             field_name = "timestamp" if missing[0] == "_ts" else missing[0]
             invalid.append(InvalidLine(key, row + 1, f"{field_name} is missing"))
         table = table.filter(complete)
     return table, rows, invalid, bad
+
+
+def _with_default(column: Any, name: str) -> Any:
+    """A column with the schema's default where a line left an optional field out."""
+    if name not in FIELD_DEFAULTS:
+        return column
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.fill_null(column, pa.scalar(FIELD_DEFAULTS[name], column.type))
 
 
 def _parse_line_by_line(body: bytes, key: str) -> tuple[Any, int, list[InvalidLine], int]:
@@ -324,7 +341,7 @@ def coerce_event(value: Any) -> dict[str, Any]:
         raise ValueError("not a JSON object")
     record: dict[str, Any] = {}
     for name in FIELDS:
-        item = value.get(name)
+        item = value.get(name, FIELD_DEFAULTS.get(name))
         if item is None:
             if name in OPTIONAL_FIELDS:
                 record[name] = None
@@ -335,6 +352,8 @@ def coerce_event(value: Any) -> dict[str, Any]:
         elif name in _INTEGER_FIELDS:
             if isinstance(item, bool) or not isinstance(item, int):
                 raise ValueError(f"{name} must be an integer")
+            if name == "request_count" and item < 1:
+                raise ValueError("request_count must be at least 1")
             record[name] = item
         elif name in _STRING_FIELDS:
             if not isinstance(item, str):

@@ -39,13 +39,15 @@ class NamedQuery:
 
 
 # `requests` counts calls that succeeded; `failed_requests` the error, rejected and aborted
-# ones. The status literals are part of the query, not input.
+# ones. An event stands for `request_count` requests (1 unless it aggregates refusals; NULL in
+# Parquet written before the column existed). The status literals are part of the query.
 TENANT_DAILY_USAGE = NamedQuery(
     name="tenant_daily_usage",
     sql="""SELECT
     concat(year, '-', month, '-', day) AS usage_date,
-    SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS requests,
-    SUM(CASE WHEN status IN ('error', 'rejected', 'aborted') THEN 1 ELSE 0 END) AS failed_requests,
+    SUM(CASE WHEN status = 'ok' THEN COALESCE(request_count, 1) ELSE 0 END) AS requests,
+    SUM(CASE WHEN status IN ('error', 'rejected', 'aborted') THEN COALESCE(request_count, 1)
+        ELSE 0 END) AS failed_requests,
     SUM(input_tokens) AS input_tokens,
     SUM(output_tokens) AS output_tokens,
     SUM(cache_read_input_tokens) AS cache_read_input_tokens,
@@ -65,8 +67,9 @@ ALL_TENANTS_USAGE = NamedQuery(
     name="all_tenants_usage",
     sql="""SELECT
     tenant_id,
-    SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS requests,
-    SUM(CASE WHEN status IN ('error', 'rejected', 'aborted') THEN 1 ELSE 0 END) AS failed_requests,
+    SUM(CASE WHEN status = 'ok' THEN COALESCE(request_count, 1) ELSE 0 END) AS requests,
+    SUM(CASE WHEN status IN ('error', 'rejected', 'aborted') THEN COALESCE(request_count, 1)
+        ELSE 0 END) AS failed_requests,
     SUM(input_tokens) AS input_tokens,
     SUM(output_tokens) AS output_tokens,
     SUM(cache_read_input_tokens) AS cache_read_input_tokens,
@@ -85,8 +88,9 @@ ONE_TENANT_USAGE = NamedQuery(
     name="one_tenant_usage",
     sql="""SELECT
     tenant_id,
-    SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS requests,
-    SUM(CASE WHEN status IN ('error', 'rejected', 'aborted') THEN 1 ELSE 0 END) AS failed_requests,
+    SUM(CASE WHEN status = 'ok' THEN COALESCE(request_count, 1) ELSE 0 END) AS requests,
+    SUM(CASE WHEN status IN ('error', 'rejected', 'aborted') THEN COALESCE(request_count, 1)
+        ELSE 0 END) AS failed_requests,
     SUM(input_tokens) AS input_tokens,
     SUM(output_tokens) AS output_tokens,
     SUM(cache_read_input_tokens) AS cache_read_input_tokens,

@@ -28,6 +28,7 @@ GLUE_COLUMN_TYPES: Mapping[str, str] = {
     "price_version": "string",
     "request_id": "string",
     "stage": "string",
+    "request_count": "bigint",
 }
 PARTITION_COLUMNS: tuple[str, ...] = ("year", "month", "day")
 COST_SCALE = 12  # decimal places of cost_usd in the table

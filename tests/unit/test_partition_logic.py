@@ -154,3 +154,26 @@ def test_curated_rows_have_the_table_columns_then_the_partition_values() -> None
     assert curated.column("tenant_id").to_pylist() == ["a", "b"]
     for name, value in (("year", "2025"), ("month", "12"), ("day", "07")):
         assert set(curated.column(name).to_pylist()) == {value}
+
+
+def test_request_count_defaults_to_one_and_an_aggregate_keeps_its_count() -> None:
+    aggregate = {**event(event_id="agg", status="rejected"), "request_count": 37}
+    body = ndjson([event(event_id="single"), aggregate])
+    for payload in (body, body + b"garbage\n"):  # vectorised, then line by line
+        table, _lines, _invalid = parse(payload)
+        counts = dict(
+            zip(
+                table.column("event_id").to_pylist(),
+                table.column("request_count").to_pylist(),
+                strict=True,
+            )
+        )
+        assert counts == {"single": 1, "agg": 37}
+
+
+def test_a_request_count_below_one_is_not_an_event() -> None:
+    body = ndjson([event(event_id="good"), {**event(event_id="bad"), "request_count": 0}])
+    table, _lines, invalid, count = parse_events(body, key="raw/k", source_rank=0, object_index=0)
+    assert table.column("event_id").to_pylist() == ["good"]
+    assert count == 1
+    assert "request_count" in invalid[0].reason

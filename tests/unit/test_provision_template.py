@@ -53,6 +53,7 @@ EXPECTED_COLUMNS = [
     ("price_version", "string"),
     ("request_id", "string"),
     ("stage", "string"),
+    ("request_count", "bigint"),
 ]
 
 

@@ -113,3 +113,11 @@ def test_a_record_missing_a_count_is_refused_unless_absent_means_zero() -> None:
     assert TokenUsage.from_record(row, absent_is_zero=True) == TokenUsage(5, 0, 0, 0, 5)
     sums_over_no_rows = dict.fromkeys(TOKEN_FIELDS)
     assert TokenUsage.from_record(sums_over_no_rows, absent_is_zero=True) == NO_TOKENS
+
+
+def test_an_event_stands_for_one_request_unless_it_aggregates_refusals() -> None:
+    assert json.loads(make_event().to_json_line())["request_count"] == 1
+    aggregate = make_event(status="rejected", error_code="RateLimited", request_count=40)
+    assert json.loads(aggregate.to_json_line())["request_count"] == 40
+    with pytest.raises(ValueError, match="request_count"):
+        make_event(request_count=0)
