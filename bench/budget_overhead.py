@@ -98,8 +98,8 @@ def run(resources: dict[str, str], requests: int, warmup: int) -> dict[str, Any]
     from chalice.test import Client
 
     from app import app
+    from chalicelib import wiring
     from chalicelib.settings import Settings
-    from chalicelib.wiring import wiring
 
     logging.getLogger("chalicelib").setLevel(logging.ERROR)
     common = {

@@ -153,7 +153,7 @@ def endpoint(app: RouteHost) -> Callable[[Callable[..., Response]], Callable[...
             logs.clear()
             logs.bind(request_id=request_id)
             try:
-                settings = wiring.wiring.settings()
+                settings = wiring.current_settings()
                 caller = authenticate(request, settings)
                 logs.bind(tenant_id=caller.tenant_id)
                 return view(Call(request, caller, settings, request_id), **uri_params)

@@ -13,10 +13,10 @@ from botocore.stub import Stubber
 from chalice.test import Client
 from moto import mock_aws
 
+from chalicelib import wiring
 from chalicelib.bedrock import BedrockModel
 from chalicelib.identity import IdTokenVerifier
 from chalicelib.settings import Settings
-from chalicelib.wiring import wiring
 from tests.support.tokens import CLIENT_ID, ISSUER, POOL_ID, REGION, TokenFactory
 
 BUCKET = "bedrock-metering-test"
