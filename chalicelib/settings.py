@@ -13,7 +13,8 @@ from chalicelib.model_profiles import parse_aliases
 STAGE = "STAGE"
 AWS_REGION = "AWS_REGION"
 AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
-AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
+AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"  # the local stack's AWS endpoint; unset on AWS
+AWS_ENDPOINT_URL_BEDROCK_RUNTIME = "AWS_ENDPOINT_URL_BEDROCK_RUNTIME"  # the local Bedrock stand-in
 MODEL_ID = "MODEL_ID"
 MAX_PROMPT_CHARS = "MAX_PROMPT_CHARS"
 DEFAULT_MAX_TOKENS = "DEFAULT_MAX_TOKENS"
@@ -111,6 +112,9 @@ class Settings:
     partition_lateness_hours: int = 2
     partition_sweep_days: int = 7
     model_aliases: tuple[tuple[str, str], ...] = ()
+    # Set only on the local stack: clients go there, with dummy credentials (chalicelib.sessions).
+    aws_endpoint_url: str = ""
+    bedrock_endpoint_url: str = ""
 
     @property
     def token_issuer(self) -> str:
@@ -160,6 +164,8 @@ class Settings:
             partition_lateness_hours=_int(env, PARTITION_LATENESS_HOURS, 2),
             partition_sweep_days=_int(env, PARTITION_SWEEP_DAYS, 7),
             model_aliases=parse_aliases(env.get(MODEL_ALIASES, ""), MODEL_ALIASES),
+            aws_endpoint_url=env.get(AWS_ENDPOINT_URL, ""),
+            bedrock_endpoint_url=env.get(AWS_ENDPOINT_URL_BEDROCK_RUNTIME, ""),
         )
         settings.validate()
         return settings

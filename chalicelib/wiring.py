@@ -138,10 +138,11 @@ def reset() -> None:
 
 
 def session(settings: Settings) -> Any:
-    """A new boto3 session in the stage's region."""
-    import boto3
+    """A new boto3 session for the stage: AWS with the runtime's credentials, or the local
+    stack's endpoint (`AWS_ENDPOINT_URL`) with dummy credentials."""
+    from chalicelib.sessions import session_for
 
-    return boto3.session.Session(region_name=settings.region)
+    return session_for(settings)
 
 
 def client(service: str, settings: Settings, **options: Any) -> Any:
