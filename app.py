@@ -11,20 +11,18 @@ from chalicelib.analytics import maintenance
 from chalicelib.analytics.routes import analytics_routes
 from chalicelib.budgets.routes import budget_routes
 from chalicelib.chat import parse_chat_request
-from chalicelib.edge import Call, endpoint, route_authorizer
+from chalicelib.edge import Call
+from chalicelib.routing import tenant_route
 
 app = Chalice(app_name="bedrock-saas-metering")
 app.debug = False  # never put stack traces in response bodies
 logs.configure()
 
-AUTHORIZER = route_authorizer()
-api = endpoint(app)
 app.register_blueprint(analytics_routes)  # GET /usage, GET /admin/usage
 app.register_blueprint(budget_routes)  # GET/PUT /admin/tenants/{tenant_id}/plan, GET /usage/plan
 
 
-@app.route("/bedrock/chat", methods=["POST"], authorizer=AUTHORIZER)
-@api
+@tenant_route(app, "/bedrock/chat", methods=["POST"])
 def bedrock_chat(call: Call) -> Response:
     """Answer a tenant's prompt; the call is metered before the answer is returned."""
     request = parse_chat_request(call.request.raw_body, wiring.chat_limits(call.settings))

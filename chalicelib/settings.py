@@ -89,6 +89,7 @@ class Settings:
     bedrock_read_timeout_s: int
     token_verification: str
     user_pool_id: str
+    user_pool_arn: str
     user_pool_client_id: str
     jwks_url: str
     firehose_stream_name: str
@@ -141,6 +142,7 @@ class Settings:
             bedrock_read_timeout_s=_int(env, BEDROCK_READ_TIMEOUT_S, 60),
             token_verification=env.get(TOKEN_VERIFICATION, VERIFY_IN_APP),
             user_pool_id=env.get(USER_POOL_ID, ""),
+            user_pool_arn=_user_pool_arn(env),
             user_pool_client_id=env.get(USER_POOL_CLIENT_ID, ""),
             jwks_url=env.get(JWKS_URL, ""),
             firehose_stream_name=env.get(FIREHOSE_STREAM_NAME, ""),
@@ -205,6 +207,10 @@ def env_from_outputs(outputs: Mapping[str, str]) -> dict[str, str]:
     return {env: outputs[output] for output, env in OUTPUT_TO_ENV.items() if output in outputs}
 
 
+def _user_pool_arn(env: Mapping[str, str]) -> str:
+    return env.get(USER_POOL_ARN, "")
+
+
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -223,3 +229,15 @@ def route_authorizer_needed(environ: Mapping[str, str] | None = None) -> bool:
     """
     env = os.environ if environ is None else environ
     return env.get(TOKEN_VERIFICATION, VERIFY_IN_APP) == VERIFY_BY_APIGATEWAY
+
+
+def route_authorizer_pool_arn(environ: Mapping[str, str] | None = None) -> str | None:
+    """The user pool whose Cognito authorizer every route carries, or None where the app
+    verifies tokens itself (read at import, with `route_authorizer_needed`)."""
+    env = os.environ if environ is None else environ
+    if not route_authorizer_needed(env):
+        return None
+    pool_arn = _user_pool_arn(env)
+    if not pool_arn:
+        raise ConfigurationError(f"{USER_POOL_ARN} must be set for stages verified by API Gateway")
+    return pool_arn
