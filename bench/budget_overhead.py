@@ -14,36 +14,13 @@ import argparse
 import json
 import logging
 import os
-import socket
 import statistics
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 REGION = "us-east-1"
 SERVICES = ("dynamodb", "firehose", "s3", "sns")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def moto_server() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def provision(endpoint: str) -> dict[str, str]:
@@ -81,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=300, help="per mode (default 300)")
     parser.add_argument("--warmup", type=int, default=20, help="per mode, not measured")
     args = parser.parse_args(argv)
+
+    from local.running import moto_server
 
     with moto_server() as endpoint:
         os.environ.update(

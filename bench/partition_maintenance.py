@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,12 +54,6 @@ CREDENTIALS = {
 }
 LAMBDA_LIMIT_S = 900
 LAMBDA_LIMIT_MB = 10_240
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- synthetic day
@@ -411,22 +404,15 @@ def extrapolation(results: dict[int, dict[str, Any]], target: int = 10_000_000) 
 
 def main() -> None:
     """Run both benchmarks and print their figures."""
-    import logging
+    from local.running import moto_server
 
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     os.environ.update(CREDENTIALS)
     print(
         f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{platform.machine()}; S3/Glue: moto server on loopback"
     )
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
     results: dict[int, dict[str, Any]] = {}
-    try:
+    with moto_server() as endpoint:
         print("\npartition maintenance (one UTC day, child process; rates are raw lines/s)")
         print(
             f"{'events':>9} {'lines':>9} {'job s':>7} {'lines/s':>9} {'read+dedupe s':>13} "
@@ -446,8 +432,6 @@ def main() -> None:
             "  (fetch-only / json.loads: job time as a multiple of just GETting the objects, and "
             "of json.loads on every line, measured in the same run)"
         )
-    finally:
-        server.stop()
 
     print(extrapolation(results))
 

@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from moto.server import ThreadedMotoServer
 
 from chalicelib import wiring
 from chalicelib.settings import Settings
+from local.running import moto_server
 from tests.support.lake import DATABASE, TABLE, Lake, create_catalog
 from tests.support.usage_events import event
 
@@ -32,15 +32,10 @@ def endpoint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no credentials from anywhere else
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
     wiring.reset()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        wiring.reset()
-        server.stop()
+    with moto_server() as url:
+        yield url
+    wiring.reset()
 
 
 def test_partition_maintenance_reaches_the_local_endpoint_through_the_wiring(
