@@ -31,7 +31,7 @@ def free_port(host: str = HOST) -> int:
 
 @contextmanager
 def moto_server() -> Iterator[str]:
-    """A moto server in this process on a free port; yields its endpoint URL."""
+    """A moto server in this process on a free port, with no resources yet; yields its URL."""
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
@@ -39,7 +39,12 @@ def moto_server() -> Iterator[str]:
     server.start()
     try:
         host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
+        url = f"http://{host}:{port}"
+        # moto's state is per process, not per server: forget what an earlier one created.
+        reset = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(reset, timeout=10):
+            pass
+        yield url
     finally:
         server.stop()
 
