@@ -11,20 +11,18 @@ from chalicelib.analytics import maintenance
 from chalicelib.analytics.routes import analytics_routes
 from chalicelib.budgets.routes import budget_routes
 from chalicelib.chat import parse_chat_request
-from chalicelib.edge import Call, endpoint, route_authorizer
+from chalicelib.edge import Call
+from chalicelib.routing import tenant_route
 
 app = Chalice(app_name="bedrock-saas-metering")
 app.debug = False  # never put stack traces in response bodies
 logs.configure()
 
-AUTHORIZER = route_authorizer()
-api = endpoint(app)
 app.register_blueprint(analytics_routes)  # GET /usage, GET /admin/usage
 app.register_blueprint(budget_routes)  # GET/PUT /admin/tenants/{tenant_id}/plan, GET /usage/plan
 
 
-@app.route("/bedrock/chat", methods=["POST"], authorizer=AUTHORIZER)
-@api
+@tenant_route(app, "/bedrock/chat", methods=["POST"])
 def bedrock_chat(call: Call) -> Response:
     """Answer a tenant's prompt; the call is metered before the answer is returned."""
     request = parse_chat_request(call.request.raw_body, wiring.chat_limits(call.settings))
@@ -37,25 +35,25 @@ def bedrock_chat(call: Call) -> Response:
 def maintain_usage_today(event: CloudWatchEvent) -> dict[str, Any]:
     """Hourly: today's usage partition, from the events recorded so far."""
     now = maintenance.schedule_time(event)
-    return maintenance.run(wiring.wiring.settings(), now, maintenance.TODAY)
+    return wiring.run_partition_maintenance(wiring.current_settings(), now, maintenance.TODAY)
 
 
 @app.schedule(Cron(40, 0, "*", "*", "?", "*"))
 def maintain_usage_yesterday(event: CloudWatchEvent) -> dict[str, Any]:
     """After midnight: yesterday's partition, with the events that arrived after its hour."""
     now = maintenance.schedule_time(event)
-    return maintenance.run(wiring.wiring.settings(), now, maintenance.YESTERDAY)
+    return wiring.run_partition_maintenance(wiring.current_settings(), now, maintenance.YESTERDAY)
 
 
 @app.schedule(Cron(20, 3, "*", "*", "?", "*"))
 def sweep_late_usage(event: CloudWatchEvent) -> dict[str, Any]:
     """Daily: the days before yesterday, rebuilt only where objects were delivered late."""
-    settings = wiring.wiring.settings()
+    settings = wiring.current_settings()
     now = maintenance.schedule_time(event)
-    return maintenance.run(settings, now, maintenance.sweep_days(settings))
+    return wiring.run_partition_maintenance(settings, now, maintenance.sweep_days(settings))
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES))
 def repair_budget_counters(event: CloudWatchEvent) -> dict[str, int]:
     """Every 5 minutes: finish expired budget reservations, resend missed budget alerts."""
-    return wiring.run_budget_repair(wiring.wiring.settings(), maintenance.schedule_time(event))
+    return wiring.run_budget_repair(wiring.current_settings(), maintenance.schedule_time(event))

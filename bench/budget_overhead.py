@@ -13,45 +13,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import socket
 import statistics
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 REGION = "us-east-1"
 SERVICES = ("dynamodb", "firehose", "s3", "sns")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def moto_server() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
 def provision(endpoint: str) -> dict[str, str]:
     """Every resource of analytics_infra/template.yaml on the moto server; their env settings."""
-    from chalicelib.settings import env_from_outputs
+    from chalicelib import wiring
+    from chalicelib.settings import Settings, env_from_outputs
     from local.provision import provision as provision_template
 
-    return env_from_outputs(provision_template(stage="bench", region=REGION, endpoint_url=endpoint))
+    local = Settings.from_env({"AWS_REGION": REGION, "AWS_ENDPOINT_URL": endpoint})
+    outputs = provision_template(
+        stage="bench", region=REGION, session=wiring.session(local), endpoint_url=endpoint
+    )
+    return env_from_outputs(outputs)
 
 
 class FastModel:
@@ -82,29 +63,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=20, help="per mode, not measured")
     args = parser.parse_args(argv)
 
+    from local.running import moto_server
+
     with moto_server() as endpoint:
-        os.environ.update(
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",
-            AWS_DEFAULT_REGION=REGION,
-            AWS_ENDPOINT_URL=endpoint,
-        )
         resources = provision(endpoint)
-        results = run(resources, args.requests, args.warmup)
+        results = run(endpoint, resources, args.requests, args.warmup)
     report(results, args.requests)
 
 
-def run(resources: dict[str, str], requests: int, warmup: int) -> dict[str, Any]:
+def run(endpoint: str, resources: dict[str, str], requests: int, warmup: int) -> dict[str, Any]:
     from chalice.test import Client
 
     from app import app
+    from chalicelib import wiring
     from chalicelib.settings import Settings
-    from chalicelib.wiring import wiring
 
     logging.getLogger("chalicelib").setLevel(logging.ERROR)
     common = {
         "STAGE": "bench",
         "AWS_REGION": REGION,
+        "AWS_ENDPOINT_URL": endpoint,  # wiring's clients go there, with dummy credentials
         "TOKEN_VERIFICATION": "app",
         **resources,
         "DEFAULT_MONTHLY_BUDGET_USD": "1000000",

@@ -19,8 +19,7 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-from local.stack import LocalStack, StackConfig
-from tests.e2e.conftest import RunningStack, free_port
+from local.running import running_stack
 
 PROMPT = "Please explain about AWS Lambda."
 
@@ -38,20 +37,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     state_dir = Path(tempfile.mkdtemp(prefix="bench-chat-"))
-    config = StackConfig(
-        aws_port=free_port(),
-        bedrock_port=free_port(),
-        api_port=free_port(),
-        engine=args.engine,
-        job_interval_s=3600,
-        state_dir=state_dir,
-    )
-    stack = LocalStack(config)
     started = time.monotonic()
-    try:
-        outputs = stack.start()
+    with running_stack(state_dir, engine=args.engine, job_interval_s=3600) as running:
         startup_s = time.monotonic() - started
-        running = RunningStack(stack, outputs, state_dir / "outputs.json")
+        outputs = running.outputs
         token = running.create_user("bench-tenant", "bench-user")
         bedrock = boto3.client(
             "bedrock-runtime",
@@ -84,8 +73,6 @@ def main(argv: list[str] | None = None) -> None:
             with urllib.request.urlopen(request, timeout=300) as response:
                 response.read()
             api_ms.append((time.perf_counter() - t0) * 1000)
-    finally:
-        stack.stop()
 
     direct_median = statistics.median(direct_ms)
     api_median = statistics.median(api_ms)

@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,20 +46,8 @@ DUPLICATE_RATE = 0.01
 FALLBACK_EVENTS = 100
 OBJECT_BYTES = 5 * 1024 * 1024  # Firehose's buffer size in analytics_infra/template.yaml
 REGION = "us-east-1"
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
-}
 LAMBDA_LIMIT_S = 900
 LAMBDA_LIMIT_MB = 10_240
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- synthetic day
@@ -151,27 +138,39 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child_job(bucket: str) -> None:
-    """Run in the child: the partition job for DAY, then its timings and peak RSS as JSON."""
+def bench_settings(endpoint: str, bucket: str = "") -> Any:
+    """The stage's settings on the moto server: wiring's clients go there, dummy credentials."""
+    from chalicelib.settings import Settings
+
+    return Settings.from_env(
+        {"AWS_REGION": REGION, "AWS_ENDPOINT_URL": endpoint, "ANALYTICS_BUCKET": bucket}
+    )
+
+
+def child_job(bucket: str, endpoint: str) -> None:
+    """Run in the child: the scheduled partition maintenance for DAY (as the deployed function
+    runs it, through wiring), then its timings and peak RSS as JSON."""
     import awswrangler  # noqa: F401  (loaded before the baseline, as a Lambda's init would)
-    import boto3
+    import boto3  # noqa: F401
     import pandas  # noqa: F401
     import pyarrow  # noqa: F401
 
-    from chalicelib.analytics.partitions import PartitionJobConfig, job
+    from chalicelib import wiring
 
+    settings = bench_settings(endpoint, bucket)
     baseline_mb = peak_rss_mb()
     marks: list[tuple[float, str]] = []
+    now = datetime(2025, 12, 9, tzinfo=UTC)
     started = time.monotonic()
-    result = job(
-        day=DAY,
-        now=datetime(2025, 12, 9, tzinfo=UTC),
-        config=PartitionJobConfig(bucket=bucket),
-        s3=boto3.client("s3"),
+    summary = wiring.run_partition_maintenance(
+        settings,
+        now,
+        [(now.date() - DAY).days],
         force=True,
         progress=lambda message: marks.append((time.monotonic() - started, message)),
     )
     seconds = time.monotonic() - started
+    (result,) = summary["partitions"]
     counted = next(t for t, m in marks if "duplicates dropped" in m)
     print(
         json.dumps(
@@ -179,9 +178,9 @@ def child_job(bucket: str) -> None:
                 "seconds": seconds,
                 "read_parse_dedupe_s": counted,
                 "write_s": seconds - counted,
-                "lines": result.lines,
-                "events": result.events,
-                "duplicates": result.duplicates,
+                "lines": result["lines"],
+                "events": result["events"],
+                "duplicates": result["duplicates"],
                 "baseline_mb": baseline_mb,
                 "peak_mb": peak_rss_mb(),
             }
@@ -190,8 +189,8 @@ def child_job(bucket: str) -> None:
 
 
 def run_child(bucket: str, endpoint: str) -> dict[str, Any]:
-    env = {**os.environ, **CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "PYTHONWARNINGS": "ignore"}
-    code = f"from bench.partition_maintenance import child_job; child_job({bucket!r})"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    code = f"from bench.partition_maintenance import child_job; child_job({bucket!r}, {endpoint!r})"
     completed = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False
     )
@@ -202,14 +201,13 @@ def run_child(bucket: str, endpoint: str) -> dict[str, Any]:
 
 def create_catalog(bucket: str, endpoint: str) -> None:
     """The template's Glue table, pointed at this run's bucket (one bucket per day size)."""
-    import boto3
-
+    from chalicelib import wiring
     from local.provision import load_template
 
     table = load_template()["Resources"]["UsageTable"]["Properties"]["TableInput"]
     table = json.loads(json.dumps(table))
     table["StorageDescriptor"]["Location"] = f"s3://{bucket}/usage/"
-    glue = boto3.client("glue", endpoint_url=endpoint, region_name=REGION)
+    glue = wiring.client("glue", bench_settings(endpoint))
     databases = {d["Name"] for d in glue.get_databases()["DatabaseList"]}
     if "bedrock_metering_db" not in databases:
         glue.create_database(DatabaseInput={"Name": "bedrock_metering_db"})
@@ -225,10 +223,10 @@ def timed(action: Callable[[], Any]) -> float:
 
 
 def bench_maintenance(events: int, endpoint: str) -> dict[str, Any]:
-    import boto3
+    from chalicelib import wiring
 
     bucket = f"bench-day-{events}"
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
+    s3 = wiring.client("s3", bench_settings(endpoint))
     s3.create_bucket(Bucket=bucket)
     create_catalog(bucket, endpoint)
     bodies: dict[str, bytes] = {}
@@ -411,22 +409,14 @@ def extrapolation(results: dict[int, dict[str, Any]], target: int = 10_000_000) 
 
 def main() -> None:
     """Run both benchmarks and print their figures."""
-    import logging
+    from local.running import moto_server
 
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    os.environ.update(CREDENTIALS)
     print(
         f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{platform.machine()}; S3/Glue: moto server on loopback"
     )
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
     results: dict[int, dict[str, Any]] = {}
-    try:
+    with moto_server() as endpoint:
         print("\npartition maintenance (one UTC day, child process; rates are raw lines/s)")
         print(
             f"{'events':>9} {'lines':>9} {'job s':>7} {'lines/s':>9} {'read+dedupe s':>13} "
@@ -446,8 +436,6 @@ def main() -> None:
             "  (fetch-only / json.loads: job time as a multiple of just GETting the objects, and "
             "of json.loads on every line, measured in the same run)"
         )
-    finally:
-        server.stop()
 
     print(extrapolation(results))
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from chalice.app import CognitoUserPoolAuthorizer, Request, Response
+from chalice.app import Request, Response
 
-from chalicelib import logs, wiring
 from chalicelib.errors import (
     AnalyticsUnavailableError,
     AuthenticationError,
@@ -28,7 +25,7 @@ from chalicelib.errors import (
     UsageNotDurableError,
 )
 from chalicelib.identity import Caller, bearer_token, caller_from_claims
-from chalicelib.settings import USER_POOL_ARN, VERIFY_IN_APP, Settings, route_authorizer_needed
+from chalicelib.settings import VERIFY_IN_APP, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +47,10 @@ UNAVAILABLE_RETRY_AFTER_S = 5
 MISCONFIGURED = "The service is not configured correctly; the operator has been alerted."
 
 
-class RouteHost(Protocol):
-    """A Chalice app or Blueprint: where the current request and Lambda context live."""
+class TokenVerifier(Protocol):
+    """Checks a bearer ID token and returns its verified claims (chalicelib.identity)."""
 
-    @property
-    def current_request(self) -> Request | None: ...
-
-    @property
-    def lambda_context(self) -> Any: ...
+    def verify(self, token: str) -> Mapping[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -75,25 +68,14 @@ class Call:
             raise ForbiddenError("This endpoint is for provider administrators.")
 
 
-def route_authorizer() -> CognitoUserPoolAuthorizer | None:
-    """API Gateway's Cognito authorizer for deployed stages; None where the app verifies tokens.
-
-    `chalice local` does not verify Cognito tokens (and fails on malformed ones), so the local
-    stage declares routes without it and every request is verified by `authenticate`.
-    """
-    if not route_authorizer_needed():
-        return None
-    pool_arn = os.environ.get(USER_POOL_ARN, "")
-    if not pool_arn:
-        raise ConfigurationError(f"{USER_POOL_ARN} must be set for stages verified by API Gateway")
-    return CognitoUserPoolAuthorizer("TenantUserPool", provider_arns=[pool_arn])
-
-
-def authenticate(request: Request, settings: Settings) -> Caller:
-    """The verified caller: from API Gateway's claims, or from the ID token checked here."""
+def authenticate(
+    request: Request, settings: Settings, verifier: Callable[[Settings], TokenVerifier]
+) -> Caller:
+    """The verified caller: from API Gateway's claims, or from the ID token checked here by
+    the stage's `verifier`."""
     if settings.token_verification == VERIFY_IN_APP:
         token = bearer_token(request.headers or {})
-        claims = wiring.verifier(settings).verify(token)
+        claims = verifier(settings).verify(token)
     else:
         authorizer = (request.context or {}).get("authorizer") or {}
         claims = authorizer.get("claims") or {}
@@ -131,42 +113,9 @@ def _response(
     return Response(body={"Code": code, "Message": message}, status_code=status, headers=headers)
 
 
-def _request_id(app: RouteHost) -> str:
+def request_id(request: Request | None, lambda_context: Any) -> str:
     """API Gateway's request id; `chalice local` has none, so the Lambda context's stands in."""
-    request = app.current_request
-    request_id = (request.context or {}).get("requestId") if request else None
-    if not request_id and app.lambda_context is not None:
-        request_id = getattr(app.lambda_context, "aws_request_id", "")
-    return str(request_id or "")
-
-
-def endpoint(app: RouteHost) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
-    """Wrap a view: bind log context, authenticate, map domain errors to HTTP."""
-
-    def decorate(view: Callable[..., Response]) -> Callable[..., Response]:
-        @functools.wraps(view)
-        def handler(**uri_params: Any) -> Response:
-            request = app.current_request
-            if request is None:  # Chalice sets it before calling a route's view
-                raise RuntimeError("no current request")
-            request_id = _request_id(app)
-            logs.clear()
-            logs.bind(request_id=request_id)
-            try:
-                settings = wiring.wiring.settings()
-                caller = authenticate(request, settings)
-                logs.bind(tenant_id=caller.tenant_id)
-                return view(Call(request, caller, settings, request_id), **uri_params)
-            except MeteringError as exc:
-                response = error_response(exc)
-                logger.info(
-                    "request refused",
-                    extra={"status": response.status_code, "error_type": type(exc).__name__},
-                )
-                return response
-            finally:
-                logs.clear()
-
-        return handler
-
-    return decorate
+    found = (request.context or {}).get("requestId") if request else None
+    if not found and lambda_context is not None:
+        found = getattr(lambda_context, "aws_request_id", "")
+    return str(found or "")

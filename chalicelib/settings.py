@@ -13,7 +13,8 @@ from chalicelib.model_profiles import parse_aliases
 STAGE = "STAGE"
 AWS_REGION = "AWS_REGION"
 AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
-AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
+AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"  # the local stack's AWS endpoint; unset on AWS
+AWS_ENDPOINT_URL_BEDROCK_RUNTIME = "AWS_ENDPOINT_URL_BEDROCK_RUNTIME"  # the local Bedrock stand-in
 MODEL_ID = "MODEL_ID"
 MAX_PROMPT_CHARS = "MAX_PROMPT_CHARS"
 DEFAULT_MAX_TOKENS = "DEFAULT_MAX_TOKENS"
@@ -88,6 +89,7 @@ class Settings:
     bedrock_read_timeout_s: int
     token_verification: str
     user_pool_id: str
+    user_pool_arn: str
     user_pool_client_id: str
     jwks_url: str
     firehose_stream_name: str
@@ -111,6 +113,9 @@ class Settings:
     partition_lateness_hours: int = 2
     partition_sweep_days: int = 7
     model_aliases: tuple[tuple[str, str], ...] = ()
+    # Set only on the local stack: clients go there, with dummy credentials (chalicelib.sessions).
+    aws_endpoint_url: str = ""
+    bedrock_endpoint_url: str = ""
 
     @property
     def token_issuer(self) -> str:
@@ -137,6 +142,7 @@ class Settings:
             bedrock_read_timeout_s=_int(env, BEDROCK_READ_TIMEOUT_S, 60),
             token_verification=env.get(TOKEN_VERIFICATION, VERIFY_IN_APP),
             user_pool_id=env.get(USER_POOL_ID, ""),
+            user_pool_arn=_user_pool_arn(env),
             user_pool_client_id=env.get(USER_POOL_CLIENT_ID, ""),
             jwks_url=env.get(JWKS_URL, ""),
             firehose_stream_name=env.get(FIREHOSE_STREAM_NAME, ""),
@@ -160,6 +166,8 @@ class Settings:
             partition_lateness_hours=_int(env, PARTITION_LATENESS_HOURS, 2),
             partition_sweep_days=_int(env, PARTITION_SWEEP_DAYS, 7),
             model_aliases=parse_aliases(env.get(MODEL_ALIASES, ""), MODEL_ALIASES),
+            aws_endpoint_url=env.get(AWS_ENDPOINT_URL, ""),
+            bedrock_endpoint_url=env.get(AWS_ENDPOINT_URL_BEDROCK_RUNTIME, ""),
         )
         settings.validate()
         return settings
@@ -199,6 +207,10 @@ def env_from_outputs(outputs: Mapping[str, str]) -> dict[str, str]:
     return {env: outputs[output] for output, env in OUTPUT_TO_ENV.items() if output in outputs}
 
 
+def _user_pool_arn(env: Mapping[str, str]) -> str:
+    return env.get(USER_POOL_ARN, "")
+
+
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -217,3 +229,15 @@ def route_authorizer_needed(environ: Mapping[str, str] | None = None) -> bool:
     """
     env = os.environ if environ is None else environ
     return env.get(TOKEN_VERIFICATION, VERIFY_IN_APP) == VERIFY_BY_APIGATEWAY
+
+
+def route_authorizer_pool_arn(environ: Mapping[str, str] | None = None) -> str | None:
+    """The user pool whose Cognito authorizer every route carries, or None where the app
+    verifies tokens itself (read at import, with `route_authorizer_needed`)."""
+    env = os.environ if environ is None else environ
+    if not route_authorizer_needed(env):
+        return None
+    pool_arn = _user_pool_arn(env)
+    if not pool_arn:
+        raise ConfigurationError(f"{USER_POOL_ARN} must be set for stages verified by API Gateway")
+    return pool_arn

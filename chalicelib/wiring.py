@@ -1,12 +1,14 @@
-"""Composition root: lazily built, cached AWS clients and adapters; tests override them."""
+"""Composition root: the one place that builds clients, adapters and jobs; tests override them."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from chalicelib.analytics import maintenance
+from chalicelib.analytics.partitions import PartitionJobConfig, Progress
 from chalicelib.bedrock import BedrockModel
 from chalicelib.budgets.alerts import AlertPublisher, BudgetAlerts, SnsAlertPublisher
 from chalicelib.budgets.dynamo import DynamoBudgetStore
@@ -21,7 +23,7 @@ from chalicelib.identity import IdTokenVerifier
 from chalicelib.model_profiles import BedrockProfileLookup, ProfileLookup, resolve_aliases
 from chalicelib.pricing import PriceTable, load_price_table
 from chalicelib.recorder import UsageRecorder
-from chalicelib.settings import Settings
+from chalicelib.settings import ENGINE_DUCKDB, Settings
 
 if TYPE_CHECKING:
     from chalicelib.analytics.engines import QueryEngine
@@ -54,9 +56,27 @@ _CLIENT_OPTIONS: dict[str, dict[str, Any]] = {
     },
 }
 
+# Everything `override` can replace: the settings and each dependency built below.
+OVERRIDABLE = frozenset(
+    {
+        "settings",
+        "prices",
+        "profile_lookup",
+        "model",
+        "recorder",
+        "verifier",
+        "analytics_session",
+        "query_engine",
+        "budget_store",
+        "alert_publisher",
+        "budget_clock",
+        "usage_event_finder",
+    }
+)
 
-class Wiring:
-    """Builds each dependency once per process (per configuration), on first use."""
+
+class _Container:
+    """Builds each dependency once per process and stage configuration, on first use."""
 
     def __init__(self) -> None:
         self._lock = threading.RLock()  # builders nest (a recorder builds its clients)
@@ -64,47 +84,81 @@ class Wiring:
         self._overrides: dict[str, Any] = {}
 
     def settings(self) -> Settings:
-        """Settings for the request that is running now."""
         override = self._overrides.get("settings")
         return override if override is not None else Settings.from_env()
 
-    def override(self, **dependencies: Any) -> None:
-        """Replace named dependencies (tests): settings, model, recorder, verifier, clients."""
+    def override(self, dependencies: dict[str, Any]) -> None:
+        unknown = sorted(set(dependencies) - OVERRIDABLE)
+        if unknown:
+            raise ValueError(
+                f"cannot override {', '.join(unknown)}: "
+                f"the names are {', '.join(sorted(OVERRIDABLE))}"
+            )
         self._overrides.update(dependencies)
 
     def reset(self) -> None:
-        """Forget overrides and every cached object."""
         with self._lock:
             self._overrides.clear()
             self._cache.clear()
 
-    def get(self, name: str, key: tuple[Any, ...], build: Callable[[], T]) -> T:
-        """The overridden `name`, else the cached object for `key`, built once."""
+    def get(self, name: str, settings: Settings | None, build: Callable[[], T]) -> T:
+        """The overridden `name`, else the object built once for these settings."""
+        if name not in OVERRIDABLE:
+            raise ValueError(f"{name!r} is not a dependency name; add it to OVERRIDABLE")
         if name in self._overrides:
             return self._overrides[name]  # type: ignore[no-any-return]
-        cache_key = (name, *key)
+        return self.cached((name, settings), build)
+
+    def cached(self, key: tuple[Any, ...], build: Callable[[], T]) -> T:
         with self._lock:
-            if cache_key not in self._cache:
-                self._cache[cache_key] = build()
-            return self._cache[cache_key]  # type: ignore[no-any-return]
-
-    def client(self, service: str, settings: Settings, **options: Any) -> Any:
-        """A boto3 client for `service` in the stage's region (thread-safe once built)."""
-
-        def build() -> Any:
-            import boto3
-            from botocore.config import Config
-
-            config = Config(**{**_CLIENT_OPTIONS.get(service, {}), **options})
-            return boto3.session.Session().client(
-                service, region_name=settings.region, config=config
-            )
-
-        key = (settings.region, repr(sorted(options.items())))
-        return self.get(f"client:{service}", key, build)
+            if key not in self._cache:
+                self._cache[key] = build()
+            return self._cache[key]  # type: ignore[no-any-return]
 
 
-wiring = Wiring()
+_container = _Container()
+
+
+def current_settings() -> Settings:
+    """Settings for the request or job that is running now (read from the environment)."""
+    return _container.settings()
+
+
+def override(**dependencies: Any) -> None:
+    """Replace named dependencies (tests, benchmarks); unknown names are a ValueError."""
+    _container.override(dependencies)
+
+
+def reset() -> None:
+    """Forget overrides and every cached object."""
+    _container.reset()
+
+
+# -- AWS ----------------------------------------------------------------------------------
+
+
+def session(settings: Settings) -> Any:
+    """A new boto3 session for the stage: AWS with the runtime's credentials, or the local
+    stack's endpoint (`AWS_ENDPOINT_URL`) with dummy credentials."""
+    from chalicelib.sessions import session_for
+
+    return session_for(settings)
+
+
+def client(service: str, settings: Settings, **options: Any) -> Any:
+    """A boto3 client for `service` as the stage reaches it (thread-safe once built)."""
+
+    def build() -> Any:
+        from botocore.config import Config
+
+        config = Config(**{**_CLIENT_OPTIONS.get(service, {}), **options})
+        # A session of its own: boto3 sessions are not thread-safe, clients are.
+        return session(settings).client(service, config=config)
+
+    return _container.cached(("client", service, settings, repr(sorted(options.items()))), build)
+
+
+# -- chat ---------------------------------------------------------------------------------
 
 
 def price_table(settings: Settings) -> PriceTable:
@@ -122,25 +176,30 @@ def price_table(settings: Settings) -> PriceTable:
         table.price_of(settings.model_id)
         return table
 
-    return wiring.get("prices", (settings.model_id, settings.model_aliases), build)
+    return _container.get("prices", settings, build)
 
 
 def profile_lookup(settings: Settings) -> ProfileLookup:
     """Bedrock's control plane, for application inference profiles (built only if needed)."""
-    client = wiring.client("bedrock", settings)
-    return wiring.get("profile_lookup", (id(client),), lambda: BedrockProfileLookup(client))
+    return _container.get(
+        "profile_lookup", settings, lambda: BedrockProfileLookup(client("bedrock", settings))
+    )
 
 
 def model(settings: Settings) -> BedrockModel:
     """The Bedrock adapter."""
-    client = wiring.client(
-        "bedrock-runtime",
-        settings,
-        connect_timeout=5,
-        read_timeout=settings.bedrock_read_timeout_s,
-        retries={"mode": "standard", "total_max_attempts": 2},
-    )
-    return wiring.get("model", (id(client),), lambda: BedrockModel(client))
+
+    def build() -> BedrockModel:
+        runtime = client(
+            "bedrock-runtime",
+            settings,
+            connect_timeout=5,
+            read_timeout=settings.bedrock_read_timeout_s,
+            retries={"mode": "standard", "total_max_attempts": 2},
+        )
+        return BedrockModel(runtime)
+
+    return _container.get("model", settings, build)
 
 
 def recorder(settings: Settings) -> UsageRecorder:
@@ -149,32 +208,24 @@ def recorder(settings: Settings) -> UsageRecorder:
     def build() -> UsageRecorder:
         writer = FirehoseWriter(
             settings.firehose_stream_name,
-            client=wiring.client("firehose", settings),
+            client=client("firehose", settings),
             max_attempts=settings.firehose_max_attempts,
         )
         return UsageRecorder(
             writer,
             bucket=settings.analytics_bucket,
             fallback_prefix=settings.fallback_prefix,
-            s3_client=wiring.client("s3", settings),
+            s3_client=client("s3", settings),
         )
 
-    key = (
-        settings.region,
-        settings.firehose_stream_name,
-        settings.analytics_bucket,
-        settings.fallback_prefix,
-        settings.firehose_max_attempts,
-    )
-    return wiring.get("recorder", key, build)
+    return _container.get("recorder", settings, build)
 
 
 def verifier(settings: Settings) -> IdTokenVerifier:
     """Checks ID tokens in the app (local stage); caches the pool's signing keys."""
-    key = (settings.token_issuer, settings.user_pool_client_id, settings.resolved_jwks_url)
-    return wiring.get(
+    return _container.get(
         "verifier",
-        key,
+        settings,
         lambda: IdTokenVerifier(
             issuer=settings.token_issuer,
             audience=settings.user_pool_client_id,
@@ -203,44 +254,71 @@ def chat_limits(settings: Settings) -> ChatLimits:
     )
 
 
+# -- analytics ----------------------------------------------------------------------------
+
+
 def analytics_s3(settings: Settings) -> Any:
     """S3 for the partition job and the local query engine: longer reads, more retries."""
-    return wiring.client(
+    return client(
         "s3", settings, read_timeout=60, retries={"mode": "standard", "total_max_attempts": 5}
     )
 
 
 def analytics_session(settings: Settings) -> Any:
     """The boto3 session awswrangler builds its Athena, Glue and S3 clients from."""
-
-    def build() -> Any:
-        import boto3
-
-        return boto3.session.Session(region_name=settings.region)
-
-    return wiring.get("analytics_session", (settings.region,), build)
+    return _container.get("analytics_session", settings, lambda: session(settings))
 
 
 def query_engine(settings: Settings) -> QueryEngine:
-    """Where usage SQL runs: Athena when deployed, DuckDB over the local curated data."""
+    """Where usage SQL runs: Athena in the stage's workgroup, or DuckDB over the curated
+    Parquet (`QUERY_ENGINE=duckdb`, the local stack)."""
 
     def build() -> QueryEngine:
-        from chalicelib.analytics.engines import engine_for
+        from chalicelib.analytics.engines import AthenaEngine, DuckDBEngine
+        from chalicelib.analytics.queries import USAGE_TABLE
 
-        return engine_for(
-            settings, s3=analytics_s3(settings), boto3_session=analytics_session(settings)
+        if settings.glue_table != USAGE_TABLE:
+            raise ConfigurationError(f"GLUE_TABLE must be {USAGE_TABLE!r}: the queries name it")
+        if settings.query_engine == ENGINE_DUCKDB:
+            return DuckDBEngine(
+                s3=analytics_s3(settings),
+                bucket=settings.analytics_bucket,
+                prefix=settings.curated_prefix,
+                database=settings.glue_database,
+                table=settings.glue_table,
+            )
+        return AthenaEngine(
+            database=settings.glue_database,
+            workgroup=settings.athena_workgroup,
+            boto3_session=analytics_session(settings),
         )
 
-    key = (
-        settings.query_engine,
-        settings.region,
-        settings.analytics_bucket,
-        settings.curated_prefix,
-        settings.glue_database,
-        settings.glue_table,
-        settings.athena_workgroup,
+    return _container.get("query_engine", settings, build)
+
+
+def run_partition_maintenance(
+    settings: Settings,
+    now: datetime,
+    days_back: Iterable[int],
+    *,
+    force: bool = False,
+    allow_shrink: bool = False,
+    progress: Progress | None = None,
+    keep_going: bool = True,
+) -> dict[str, Any]:
+    """Partition maintenance with the stage's clients, for the days `days_back` from `now`
+    (the schedules, the local job loop, `meterctl backfill`); see `maintenance.run`."""
+    return maintenance.run(
+        PartitionJobConfig.from_settings(settings),
+        now,
+        days_back,
+        s3=analytics_s3(settings),
+        boto3_session=analytics_session(settings),
+        force=force,
+        allow_shrink=allow_shrink,
+        progress=progress,
+        keep_going=keep_going,
     )
-    return wiring.get("query_engine", key, build)
 
 
 # -- budgets ------------------------------------------------------------------------------
@@ -250,25 +328,25 @@ def budget_store(settings: Settings) -> BudgetStore:
     """Plans and counters in the plans table."""
     if not settings.plans_table:
         raise ConfigurationError("PLANS_TABLE must be set where budgets or plans are used")
-    return wiring.get(
+    return _container.get(
         "budget_store",
-        (settings.region, settings.plans_table),
-        lambda: DynamoBudgetStore(settings.plans_table, client=wiring.client("dynamodb", settings)),
+        settings,
+        lambda: DynamoBudgetStore(settings.plans_table, client=client("dynamodb", settings)),
     )
 
 
 def alert_publisher(settings: Settings) -> AlertPublisher:
     """The budget-alerts topic."""
-    return wiring.get(
+    return _container.get(
         "alert_publisher",
-        (settings.region, settings.alerts_topic_arn),
-        lambda: SnsAlertPublisher(settings.alerts_topic_arn, client=wiring.client("sns", settings)),
+        settings,
+        lambda: SnsAlertPublisher(settings.alerts_topic_arn, client=client("sns", settings)),
     )
 
 
 def budget_clock() -> Callable[[], datetime]:
     """The budget's wall clock (UTC); tests override it to cross minutes and months."""
-    return wiring.get("budget_clock", (), lambda: _utc_now)
+    return _container.get("budget_clock", None, lambda: _utc_now)
 
 
 def _utc_now() -> datetime:
@@ -300,9 +378,9 @@ def budget_service(settings: Settings) -> BudgetService:
 
 def usage_event_finder(settings: Settings) -> UsageEventFinder:
     """Reads usage events back from the analytics bucket (for the budget repair job)."""
-    return wiring.get(
+    return _container.get(
         "usage_event_finder",
-        (settings.region, settings.analytics_bucket, settings.raw_prefix, settings.fallback_prefix),
+        settings,
         lambda: S3UsageEventFinder(
             settings.analytics_bucket,
             settings.raw_prefix,

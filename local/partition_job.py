@@ -13,8 +13,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from chalicelib import logs
-from chalicelib.analytics import maintenance
+from chalicelib import logs, wiring
 from chalicelib.settings import Settings
 
 # Yesterday too: events of the last minutes before midnight arrive in today's first hours.
@@ -24,7 +23,7 @@ DAYS_BACK = (0, 1)
 def main() -> int:
     logs.configure()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    summary = maintenance.run(Settings.from_env(), datetime.now(UTC), DAYS_BACK)
+    summary = wiring.run_partition_maintenance(Settings.from_env(), datetime.now(UTC), DAYS_BACK)
     changed = [p for p in summary["partitions"] if p["status"] != "unchanged"]
     if changed:
         print(json.dumps({"partitions": changed}), flush=True)

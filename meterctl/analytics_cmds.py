@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
+import dataclasses
 import io
 import json
-import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from chalicelib.analytics.reports import COUNTERS
 from meterctl import accounts, api
 from meterctl.target import CliError, Target
-
-DEFAULT_DATABASE = "bedrock_metering_db"
-DEFAULT_TABLE = "token_usage_logs"
-DEFAULT_WORKGROUP = "bedrock-metering-workgroup"
-DEFAULT_CURATED_PREFIX = "usage/"
 
 
 def register(commands: Any) -> None:
@@ -77,30 +71,9 @@ def register(commands: Any) -> None:
 # --------------------------------------------------------------------------- sql
 
 
-def query_engine(target: Target) -> Any:
-    """DuckDB over the local stack's curated Parquet, or Athena in the target's workgroup."""
-    from chalicelib.analytics.engines import AthenaEngine, DuckDBEngine
-
-    database = target.outputs.get("GlueDatabaseName") or DEFAULT_DATABASE
-    if target.endpoint_url:
-        return DuckDBEngine(
-            s3=target.client("s3"),
-            bucket=target.get("AnalyticsBucketName"),
-            prefix=os.environ.get("CURATED_PREFIX", DEFAULT_CURATED_PREFIX),
-            database=database,
-            table=target.outputs.get("GlueTableName") or DEFAULT_TABLE,
-        )
-    import boto3
-
-    return AthenaEngine(
-        database=database,
-        workgroup=target.outputs.get("AthenaWorkGroupName") or DEFAULT_WORKGROUP,
-        boto3_session=boto3.session.Session(region_name=target.region),
-    )
-
-
 def cmd_sql(args: argparse.Namespace, target: Target) -> int:
-    from chalicelib.errors import AnalyticsUnavailableError
+    from chalicelib import wiring
+    from chalicelib.errors import AnalyticsUnavailableError, MeteringError
 
     if args.file:
         with open(args.file, encoding="utf-8") as handle:
@@ -112,9 +85,12 @@ def cmd_sql(args: argparse.Namespace, target: Target) -> int:
     if not text.strip():
         raise CliError("No SQL given.")
     try:
-        result = query_engine(target).query(text)
+        # DuckDB over the local stack's curated Parquet, or Athena in the target's workgroup.
+        result = wiring.query_engine(target.settings()).query(text)
     except AnalyticsUnavailableError as exc:
         raise CliError(f"{exc.message} {exc.detail}".strip()) from None
+    except MeteringError as exc:
+        raise CliError(exc.message) from None
     print(render(result.columns, result.rows, args.format), end="")
     return 0
 
@@ -212,32 +188,8 @@ def _day(text: str, name: str) -> date:
         raise CliError(f"{name} must be a date as YYYY-MM-DD.") from None
 
 
-@contextlib.contextmanager
-def _aws_environment(target: Target) -> Iterator[None]:
-    """awswrangler builds its own clients: point them at the local endpoint when there is one."""
-    values = {"AWS_REGION": target.region, "AWS_DEFAULT_REGION": target.region}
-    if target.endpoint_url:
-        values.update(
-            AWS_ENDPOINT_URL=target.endpoint_url,
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",  # noqa: S106 (moto's dummy credentials)
-        )
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def cmd_backfill(args: argparse.Namespace, target: Target) -> int:
-    import boto3
-
-    from chalicelib.analytics.partitions import PartitionJobConfig, job
+    from chalicelib import wiring
     from chalicelib.errors import MeteringError
 
     first = _day(args.first, "--from")
@@ -247,42 +199,31 @@ def cmd_backfill(args: argparse.Namespace, target: Target) -> int:
         raise CliError("--from is after --to.")
     if last > now.date():
         raise CliError(f"--to is in the future (today is {now.date()} UTC).")
-    config = PartitionJobConfig(
-        bucket=target.get("AnalyticsBucketName"),
-        database=target.outputs.get("GlueDatabaseName") or DEFAULT_DATABASE,
-        table=target.outputs.get("GlueTableName") or DEFAULT_TABLE,
-        curated_prefix=os.environ.get("CURATED_PREFIX", DEFAULT_CURATED_PREFIX),
-    )
+    settings = target.settings()
     if args.lateness_hours is not None:
         if not 0 <= args.lateness_hours <= 48:
             raise CliError("--lateness-hours must be between 0 and 48.")
-        config = PartitionJobConfig(**{**config.__dict__, "lateness_hours": args.lateness_hours})
+        settings = dataclasses.replace(settings, partition_lateness_hours=args.lateness_hours)
     started = time.monotonic()
 
     def progress(message: str) -> None:
         print(f"[{time.monotonic() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
 
-    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-    results = []
-    with _aws_environment(target):
-        session = boto3.session.Session(region_name=target.region)
-        s3 = session.client("s3")
-        for number, day in enumerate(days, start=1):
-            progress(f"day {number}/{len(days)}: {day}")
-            try:
-                result = job(
-                    day=day,
-                    now=now,
-                    config=config,
-                    s3=s3,
-                    boto3_session=session,
-                    force=args.force,
-                    allow_shrink=args.allow_shrink,
-                    progress=progress,
-                )
-            except MeteringError as exc:
-                raise CliError(exc.message) from None
-            results.append(result.summary())
+    # Oldest day first, each counted back from today, as the schedules count them.
+    days_back = range((now.date() - first).days, (now.date() - last).days - 1, -1)
+    try:
+        summary = wiring.run_partition_maintenance(
+            settings,
+            now,
+            days_back,
+            force=args.force,
+            allow_shrink=args.allow_shrink,
+            progress=progress,
+            keep_going=False,  # stop at the first failing day, with its reason
+        )
+    except MeteringError as exc:
+        raise CliError(exc.message) from None
+    results = summary["partitions"]
     columns = ["day", "status", "input_objects", "lines", "events", "duplicates", "invalid_lines"]
     print(render(columns, [[r[c] for c in columns] for r in results]), end="")
     orphaned = {d: n for r in results for d, n in r["orphaned"].items()}

@@ -6,7 +6,10 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chalicelib.settings import Settings
 
 LOCAL_OUTPUTS = Path(".local/outputs.json")
 OUTPUTS_ENV = "METER_OUTPUTS"
@@ -61,15 +64,39 @@ class Target:
     def api_url(self) -> str:
         return self.get("ApiGatewayUrl").rstrip("/")
 
-    def client(self, service: str) -> Any:
-        """A boto3 client for this target (dummy credentials on the local stack)."""
-        import boto3
+    def settings(self) -> Settings:
+        """The deployment's settings as the app would read them, for the clients meterctl uses.
 
-        kwargs: dict[str, Any] = {"region_name": self.region}
-        if self.endpoint_url:
-            kwargs.update(
-                endpoint_url=self.endpoint_url,
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",  # noqa: S106 (moto's dummy credentials)
-            )
-        return boto3.client(service, **kwargs)
+        The outputs name the resources and give the region; with `AwsEndpointUrl` (the local
+        stack) clients go to that endpoint with dummy credentials and SQL runs on DuckDB, else
+        on Athena. The operator's environment supplies the rest (CURATED_PREFIX, ...), as a
+        stage's configuration would.
+        """
+        from chalicelib.errors import ConfigurationError
+        from chalicelib.settings import (
+            AWS_ENDPOINT_URL,
+            AWS_REGION,
+            ENGINE_ATHENA,
+            ENGINE_DUCKDB,
+            QUERY_ENGINE,
+            Settings,
+            env_from_outputs,
+        )
+
+        env = {
+            **os.environ,
+            **env_from_outputs(self.outputs),
+            AWS_REGION: self.region,
+            AWS_ENDPOINT_URL: self.endpoint_url or "",
+            QUERY_ENGINE: ENGINE_DUCKDB if self.endpoint_url else ENGINE_ATHENA,
+        }
+        try:
+            return Settings.from_env(env)
+        except ConfigurationError as exc:
+            raise CliError(f"{exc.message} (with the outputs in {self.source})") from None
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for this target, as chalicelib.wiring builds it."""
+        from chalicelib import wiring
+
+        return wiring.client(service, self.settings())

@@ -16,12 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from chalicelib.analytics.queries import USAGE_TABLE
 from chalicelib.analytics.schema import curated_arrow_schema
 from chalicelib.aws_errors import is_not_found
 from chalicelib.errors import AnalyticsUnavailableError, ConfigurationError
 from chalicelib.layout import BucketLayout
-from chalicelib.settings import ENGINE_DUCKDB, Settings
 from chalicelib.usage import FIELDS
 
 logger = logging.getLogger(__name__)
@@ -286,22 +284,3 @@ def _quoted(identifier: str) -> str:
     if not _IDENTIFIER.match(identifier):
         raise ConfigurationError(f"not a usable SQL identifier: {identifier!r}")
     return f'"{identifier}"'
-
-
-def engine_for(settings: Settings, *, s3: Any, boto3_session: Any) -> QueryEngine:
-    """The stage's engine: Athena in its workgroup, or DuckDB over the local curated data."""
-    if settings.glue_table != USAGE_TABLE:
-        raise ConfigurationError(f"GLUE_TABLE must be {USAGE_TABLE!r}: the queries name it")
-    if settings.query_engine == ENGINE_DUCKDB:
-        return DuckDBEngine(
-            s3=s3,
-            bucket=settings.analytics_bucket,
-            prefix=settings.curated_prefix,
-            database=settings.glue_database,
-            table=settings.glue_table,
-        )
-    return AthenaEngine(
-        database=settings.glue_database,
-        workgroup=settings.athena_workgroup,
-        boto3_session=boto3_session,
-    )

@@ -1,4 +1,4 @@
-"""Scheduled partition maintenance: which days each schedule rebuilds, with the stage's clients."""
+"""Scheduled partition maintenance: which days each schedule rebuilds, each day on its own."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chalicelib import wiring
 from chalicelib.analytics.partitions import (
     PartitionJobConfig,
     PartitionJobError,
@@ -43,37 +42,45 @@ def schedule_time(event: Any) -> datetime:
 
 
 def run(
-    settings: Settings,
+    config: PartitionJobConfig,
     now: datetime,
     days_back: Iterable[int],
     *,
+    s3: Any,
+    boto3_session: Any,
     force: bool = False,
+    allow_shrink: bool = False,
     progress: Progress | None = None,
+    keep_going: bool = True,
 ) -> dict[str, Any]:
     """Bring the partitions of the given days (counted back from `now`'s UTC date) up to date.
 
     Each day is independent: one that fails does not stop the others, and the run raises at
-    the end so the invocation is marked failed (and retried by Lambda) if any did.
+    the end so the invocation is marked failed (and retried by Lambda) if any did. Without
+    `keep_going`, the first failure is raised as it is (an operator's backfill). `progress`
+    hears which day of how many starts, then the job's own steps.
     """
-    config = PartitionJobConfig.from_settings(settings)
-    s3 = wiring.analytics_s3(settings)
-    session = wiring.analytics_session(settings)
     today = now.astimezone(UTC).date()
+    days = [today - timedelta(days=offset) for offset in days_back]
     results: list[dict[str, Any]] = []
     failed: list[str] = []
-    for offset in days_back:
-        day = today - timedelta(days=offset)
+    for number, day in enumerate(days, start=1):
+        if progress is not None:
+            progress(f"day {number}/{len(days)}: {day}")
         try:
             result = job(
                 day=day,
                 now=now,
                 config=config,
                 s3=s3,
-                boto3_session=session,
+                boto3_session=boto3_session,
                 force=force,
+                allow_shrink=allow_shrink,
                 progress=progress,
             )
         except Exception:
+            if not keep_going:
+                raise
             # Logged here with its day; the others still run, and the run fails below.
             logger.exception("usage partition maintenance failed", extra={"day": str(day)})
             failed.append(day.isoformat())

@@ -8,19 +8,17 @@ from chalice.app import Blueprint, Response
 
 from chalicelib import wiring
 from chalicelib.analytics import reports
-from chalicelib.edge import Call, endpoint, route_authorizer
+from chalicelib.edge import Call
+from chalicelib.routing import admin_route, tenant_route
 
 analytics_routes = Blueprint(__name__)
-_AUTHORIZER = route_authorizer()
-_api = endpoint(analytics_routes)
 
 
 def _today() -> datetime:
     return datetime.now(UTC)
 
 
-@analytics_routes.route("/usage", methods=["GET"], authorizer=_AUTHORIZER)
-@_api
+@tenant_route(analytics_routes, "/usage", methods=["GET"])
 def get_usage(call: Call) -> Response:
     """The calling tenant's usage: totals and per-day history. The tenant comes from the
     token alone; a `tenant_id` in the query string is ignored."""
@@ -29,11 +27,9 @@ def get_usage(call: Call) -> Response:
     return Response(body=reports.tenant_usage(engine, call.caller.tenant_id, period))
 
 
-@analytics_routes.route("/admin/usage", methods=["GET"], authorizer=_AUTHORIZER)
-@_api
+@admin_route(analytics_routes, "/admin/usage", methods=["GET"])
 def get_admin_usage(call: Call) -> Response:
     """Every tenant's totals (or one, with `tenant_id`): provider admins only."""
-    call.require_admin()
     query = call.request.query_params
     period = reports.parse_period(query, today=_today().date())
     tenant_id = reports.parse_tenant_filter(query)

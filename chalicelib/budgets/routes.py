@@ -9,14 +9,13 @@ from chalice.app import Blueprint, Response
 from chalicelib import wiring
 from chalicelib.budgets.plans import PlanDocument, money_text, parse_plan_body, plan_document
 from chalicelib.budgets.service import PlanOverview
-from chalicelib.edge import Call, endpoint, route_authorizer
+from chalicelib.edge import Call
 from chalicelib.errors import InvalidRequestError
 from chalicelib.identity import MAX_TENANT_ID_LENGTH
+from chalicelib.routing import admin_route, tenant_route
 from chalicelib.usage import TokenCounts
 
 budget_routes = Blueprint(__name__)
-api = endpoint(budget_routes)
-AUTHORIZER = route_authorizer()
 
 
 class MonthToDate(TokenCounts):
@@ -94,20 +93,16 @@ def valid_tenant_id(raw: str) -> str:
     return raw
 
 
-@budget_routes.route("/admin/tenants/{tenant_id}/plan", methods=["GET"], authorizer=AUTHORIZER)
-@api
+@admin_route(budget_routes, "/admin/tenants/{tenant_id}/plan", methods=["GET"])
 def get_tenant_plan(call: Call, tenant_id: str) -> Response:
     """Any tenant's plan and month-to-date counters (admins only)."""
-    call.require_admin()
     service = wiring.budget_service(call.settings)
     return Response(body=dict(admin_plan_view(service.overview(valid_tenant_id(tenant_id)))))
 
 
-@budget_routes.route("/admin/tenants/{tenant_id}/plan", methods=["PUT"], authorizer=AUTHORIZER)
-@api
+@admin_route(budget_routes, "/admin/tenants/{tenant_id}/plan", methods=["PUT"])
 def put_tenant_plan(call: Call, tenant_id: str) -> Response:
     """Replace a tenant's plan (admins only); invalid plans are 400 naming the field."""
-    call.require_admin()
     tenant = valid_tenant_id(tenant_id)
     service = wiring.budget_service(call.settings)
     plan = parse_plan_body(call.request.raw_body, service.prices, call.settings.model_id)
@@ -115,8 +110,7 @@ def put_tenant_plan(call: Call, tenant_id: str) -> Response:
     return Response(body=dict(admin_plan_view(service.set_plan(tenant, plan, updated_by))))
 
 
-@budget_routes.route("/usage/plan", methods=["GET"], authorizer=AUTHORIZER)
-@api
+@tenant_route(budget_routes, "/usage/plan", methods=["GET"])
 def get_own_plan(call: Call) -> Response:
     """The caller's own tenant: plan, spend and remaining budget this month."""
     service = wiring.budget_service(call.settings)

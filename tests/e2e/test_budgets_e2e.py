@@ -14,7 +14,7 @@ import pytest
 from chalicelib.budgets.limits import worst_case
 from chalicelib.pricing import load_price_table
 from chalicelib.settings import DEFAULT_MODEL_ID
-from tests.e2e.conftest import RunningStack
+from local.running import RunningStack
 
 pytestmark = pytest.mark.e2e
 

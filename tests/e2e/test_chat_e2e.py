@@ -11,7 +11,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.e2e.conftest import PASSWORD, RunningStack
+from local.running import PASSWORD, RunningStack
 
 pytestmark = pytest.mark.e2e
 

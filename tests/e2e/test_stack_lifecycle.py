@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from local.stack import port_in_use
-from tests.e2e.conftest import ROOT, free_port
+from local.running import free_port
+from local.stack import ROOT, port_in_use
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import RunningStack
+from local.running import RunningStack
 from tests.support.reference_queries import for_day
 
 pytestmark = pytest.mark.e2e

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -13,10 +15,11 @@ from botocore.stub import Stubber
 from chalice.test import Client
 from moto import mock_aws
 
+from chalicelib import wiring
 from chalicelib.bedrock import BedrockModel
 from chalicelib.identity import IdTokenVerifier
 from chalicelib.settings import Settings
-from chalicelib.wiring import wiring
+from local.running import moto_server
 from tests.support.tokens import CLIENT_ID, ISSUER, POOL_ID, REGION, TokenFactory
 
 BUCKET = "bedrock-metering-test"
@@ -40,6 +43,21 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.delenv(name, raising=False)
     with mock_aws():
         yield
+
+
+@pytest.fixture
+def local_endpoint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
+    """A moto server on loopback, and no AWS endpoint, credentials or profile in the
+    environment: what meterctl and the benchmarks must reach through Settings alone."""
+    for name in [name for name in os.environ if name.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no credentials from anywhere else
+    wiring.reset()
+    with moto_server() as url:
+        yield url
+    wiring.reset()
 
 
 def create_usage_pipeline() -> None:

@@ -11,10 +11,10 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from chalice.test import Client
 
+from chalicelib import wiring
 from chalicelib.firehose import FirehoseWriter
 from chalicelib.recorder import UsageRecorder
 from chalicelib.settings import DEFAULT_MODEL_ID, Settings
-from chalicelib.wiring import wiring
 from tests.functional.conftest import BUCKET, STREAM, TOKENS, Bedrock, auth, stored_events
 
 

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
 
+from local.running import free_port
 from meterctl.cli import main
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
 def dead_stack_outputs(tmp_path: Path) -> Path:
-    port = closed_port()
+    port = free_port()  # nothing listens there
     outputs = {
         "UserPoolId": "us-east-1_gone",
         "UserPoolClientId": "client",

@@ -10,10 +10,10 @@ import boto3
 import pytest
 from chalice.test import Client
 
+from chalicelib import wiring
 from chalicelib.analytics import maintenance
 from chalicelib.analytics.partitions import PartitionJobConfig, PartitionJobError, job
 from chalicelib.settings import Settings
-from chalicelib.wiring import wiring
 from tests.functional.conftest import BUCKET, make_settings
 from tests.support.lake import REGION, Lake, create_catalog
 from tests.support.usage_events import event
@@ -99,7 +99,9 @@ def test_an_object_delivered_after_the_days_run_is_picked_up_by_the_sweep(lake: 
     wiring.override(settings=settings)
     try:
         two_days_later = datetime(2025, 12, 9, 3, 20, tzinfo=UTC)
-        summary = maintenance.run(settings, two_days_later, maintenance.sweep_days(settings))
+        summary = wiring.run_partition_maintenance(
+            settings, two_days_later, maintenance.sweep_days(settings)
+        )
     finally:
         wiring.reset()
     statuses = {p["day"]: p["status"] for p in summary["partitions"]}

@@ -11,12 +11,13 @@ from urllib.parse import quote, urlencode
 import pytest
 from chalice.test import Client
 
+from chalicelib import wiring
 from chalicelib.analytics.engines import QueryEngine, QueryResult
 from chalicelib.analytics.partitions import job
 from chalicelib.analytics.queries import NAMED_QUERIES
 from chalicelib.errors import AnalyticsUnavailableError
 from chalicelib.settings import Settings
-from chalicelib.wiring import query_engine, wiring
+from chalicelib.wiring import query_engine
 from tests.functional.conftest import BUCKET, auth, make_settings
 from tests.support.lake import Lake, create_catalog
 from tests.support.usage_events import event

@@ -22,26 +22,27 @@ DATABASE = "bedrock_metering_db"
 TABLE = "token_usage_logs"
 
 
-def create_catalog(bucket: str) -> None:
+def create_catalog(bucket: str, glue: Any = None) -> None:
     """The Glue database and table exactly as analytics_infra/template.yaml defines them."""
     table_input = json.loads(
         json.dumps(load_template()["Resources"]["UsageTable"]["Properties"]["TableInput"])
     )
     table_input["StorageDescriptor"]["Location"] = f"s3://{bucket}/usage/"
-    glue = boto3.client("glue", region_name=REGION)
+    glue = glue or boto3.client("glue", region_name=REGION)
     glue.create_database(DatabaseInput={"Name": DATABASE})
     glue.create_table(DatabaseName=DATABASE, TableInput=table_input)
 
 
 @dataclass
 class Lake:
-    """Raw and fallback objects in, partitions out."""
+    """Raw and fallback objects in, partitions out (through `client`, else in-process moto)."""
 
     bucket: str
+    client: Any = None
 
     @property
     def s3(self) -> Any:
-        return boto3.client("s3", region_name=REGION)
+        return self.client or boto3.client("s3", region_name=REGION)
 
     @property
     def config(self) -> PartitionJobConfig:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.errors import ConfigurationError
-from chalicelib.settings import DEFAULT_MODEL_ID, VERIFY_IN_APP, Settings, route_authorizer_needed
+from chalicelib.settings import (
+    DEFAULT_MODEL_ID,
+    VERIFY_IN_APP,
+    Settings,
+    route_authorizer_needed,
+    route_authorizer_pool_arn,
+)
+
+POOL_ARN = "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_Example1"
 
 
 def test_defaults_without_environment() -> None:
@@ -45,3 +53,16 @@ def test_only_apigateway_verification_puts_the_authorizer_on_routes() -> None:
     assert route_authorizer_needed({"TOKEN_VERIFICATION": "apigateway"})
     assert not route_authorizer_needed({"TOKEN_VERIFICATION": "app"})
     assert not route_authorizer_needed({})
+
+
+def test_the_user_pool_arn_is_a_setting_like_the_others() -> None:
+    assert Settings.from_env({"USER_POOL_ARN": POOL_ARN}).user_pool_arn == POOL_ARN
+    assert Settings.from_env({}).user_pool_arn == ""
+
+
+def test_the_authorizer_pool_is_read_only_where_api_gateway_verifies_tokens() -> None:
+    assert route_authorizer_pool_arn({"USER_POOL_ARN": POOL_ARN}) is None
+    verified_by_api_gateway = {"TOKEN_VERIFICATION": "apigateway", "USER_POOL_ARN": POOL_ARN}
+    assert route_authorizer_pool_arn(verified_by_api_gateway) == POOL_ARN
+    with pytest.raises(ConfigurationError, match="USER_POOL_ARN"):
+        route_authorizer_pool_arn({"TOKEN_VERIFICATION": "apigateway"})

@@ -12,10 +12,10 @@ import boto3
 import pytest
 from chalice.test import Client
 
+from chalicelib import wiring
 from chalicelib.bedrock import BedrockModel
 from chalicelib.identity import IdTokenVerifier
 from chalicelib.settings import Settings
-from chalicelib.wiring import wiring
 from tests.functional.conftest import (
     TOKENS,
     Bedrock,

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from chalice.test import Client
 
+from chalicelib import wiring
 from chalicelib.budgets.alerts import AlertNotSentError, BudgetAlert
-from chalicelib.wiring import run_budget_repair, wiring
+from chalicelib.wiring import run_budget_repair
 from tests.functional.budgets.conftest import BudgetEnv, admin_auth, chat, set_plan
 
 # "hi" with max_tokens 1 reserves 66 * 0.25 + 1 * 1.25 = 17.75 micro-dollars; the stubbed model

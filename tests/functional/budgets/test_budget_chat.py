@@ -10,8 +10,8 @@ import pytest
 from botocore.stub import Stubber
 from chalice.test import Client
 
+from chalicelib import wiring
 from chalicelib.budgets.dynamo import DynamoBudgetStore
-from chalicelib.wiring import wiring
 from tests.functional.budgets.conftest import (
     PLANS_TABLE,
     BudgetEnv,

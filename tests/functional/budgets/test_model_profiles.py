@@ -9,10 +9,10 @@ import pytest
 from botocore.stub import Stubber
 from chalice.test import Client
 
+from chalicelib import wiring
 from chalicelib.model_profiles import BedrockProfileLookup
 from chalicelib.pricing import UnknownModelError
 from chalicelib.settings import DEFAULT_MODEL_ID
-from chalicelib.wiring import wiring
 from tests.functional.budgets.conftest import BudgetEnv, budget_settings, chat
 from tests.functional.conftest import stored_events
 from tests.support.tokens import REGION

@@ -10,9 +10,10 @@ from typing import Any
 import boto3
 from chalice.test import Client
 
+from chalicelib import wiring
 from chalicelib.budgets.dynamo import DynamoBudgetStore
 from chalicelib.budgets.limits import MonthCounters
-from chalicelib.wiring import budget_service, run_budget_repair, wiring
+from chalicelib.wiring import budget_service, run_budget_repair
 from tests.functional.budgets.conftest import PLANS_TABLE, BudgetEnv, chat, set_plan
 from tests.functional.conftest import stored_events
 from tests.support.tokens import REGION
