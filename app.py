@@ -1,4 +1,4 @@
-"""Bedrock SaaS Metering: the Chalice app. Wiring only: routes, authorizer, schedules."""
+"""Bedrock SaaS Metering: the Chalice app. Wiring only: blueprints, routes, schedules."""
 
 from __future__ import annotations
 

@@ -65,3 +65,28 @@ def test_only_entry_points_import_the_composer() -> None:
 )
 def test_the_check_recognises_each_spelling_of_the_import(source: str, found: bool) -> None:
     assert imports_wiring(source) is found
+
+
+def imported_modules(source: str) -> set[str]:
+    """Every module a Python source imports, by its full dotted name."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("package", ["app.py", "chalicelib", "analytics_infra"])
+def test_deployed_code_and_deploy_tooling_never_import_the_local_stack(package: str) -> None:
+    path = ROOT / package
+    files = [path] if path.is_file() else sorted(path.rglob("*.py"))
+    offenders = {
+        str(file.relative_to(ROOT)): sorted(
+            m for m in imported_modules(file.read_text()) if m.split(".")[0] == "local"
+        )
+        for file in files
+    }
+    assert {name: mods for name, mods in offenders.items() if mods} == {}
+    assert files  # the walk found the sources
