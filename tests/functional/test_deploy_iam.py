@@ -10,7 +10,9 @@ botocore call is recorded (tests/support/iam.py). Then, per function:
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from chalice.test import Client
 
+from chalicelib import logs
 from chalicelib.bedrock import BedrockModel
 from chalicelib.budgets.dynamo import DynamoBudgetStore
 from chalicelib.identity import IdTokenVerifier
@@ -271,9 +274,10 @@ def test_partition_jobs_need_exactly_their_policy(stage: Stage) -> None:
         ]
 
 
-def test_repair_job_needs_exactly_its_policy(stage: Stage) -> None:
+def leave_a_stale_reservation(stage: Stage) -> datetime:
+    """A chat whose settle fails (its reservation stays open); when the repair may finish it."""
     started = datetime.now(UTC)
-    with stage.recorder.paused():  # a request whose settle fails leaves its reservation open
+    with stage.recorder.paused():
         plan = {"monthly_budget_usd": "0.00012", "tokens_per_minute": 100_000}
         body = json.dumps({**plan, "requests_per_minute": 60})
         http = stage.client.http
@@ -288,11 +292,49 @@ def test_repair_job_needs_exactly_its_policy(stage: Stage) -> None:
         assert failing.failed == 1
         wiring.override(budget_store=DynamoBudgetStore(stage.settings.plans_table))
     stage.recorder.take()
-    later = started + timedelta(seconds=stage.settings.reservation_ttl_s + 60)
-    report = stage.schedule("repair_budget_counters", later)
+    return started + timedelta(seconds=stage.settings.reservation_ttl_s + 60)
+
+
+def test_repair_job_needs_exactly_its_policy(stage: Stage) -> None:
+    report = stage.schedule("repair_budget_counters", leave_a_stale_reservation(stage))
     assert report["settled_from_events"] + report["released"] == 1
 
     check(stage, "repair_budget_counters", stage.recorder.take())
+
+
+def test_the_repair_log_line_feeds_the_stale_reservations_alarm(
+    stage: Stage, app_template: dict[str, Any]
+) -> None:
+    later = leave_a_stale_reservation(stage)
+    written = io.StringIO()
+    handler = logging.StreamHandler(written)
+    handler.setFormatter(logs.JsonFormatter())  # the deployed functions' log format
+    logger = logging.getLogger("chalicelib")
+    logger.addHandler(handler)
+    try:
+        stage.schedule("repair_budget_counters", later)
+    finally:
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in written.getvalue().splitlines()]
+
+    filters = [
+        r["Properties"]
+        for r in app_template["Resources"].values()
+        if r["Type"] == "AWS::Logs::MetricFilter"
+    ]
+    assert filters
+    stale = 0
+    for metric_filter in filters:
+        pattern = re.fullmatch(r'\{ \$\.(\w+) = "([^"]*)" \}', metric_filter["FilterPattern"])
+        assert pattern is not None, metric_filter["FilterPattern"]
+        field, value = pattern.groups()
+        matching = [line for line in lines if line.get(field) == value]
+        assert len(matching) == 1, f"the repair job logs no line matching {pattern.group(0)}"
+        (transformation,) = metric_filter["MetricTransformations"]
+        number = matching[0][transformation["MetricValue"].removeprefix("$.")]
+        assert isinstance(number, int)
+        stale += number
+    assert stale == 1  # the alarm (sum >= 1) fires for the one stale reservation
 
 
 def test_one_policy_per_function_and_every_function_described(
