@@ -102,8 +102,9 @@ def stack_parameters(
 ) -> dict[str, dict[str, str]]:
     """Parameters of the data and infra stacks: as given, else as deployed, else defaults.
 
-    The Glue database is kept across deployments: renaming it would replace the table and
-    lose its partitions, so a different name for a deployed stage is refused.
+    Both names are kept across deployments: renaming the Glue database would replace the
+    table (and lose its partitions), and the app stack imports both, so a different name for
+    a deployed stage is refused.
     """
     deployed = (
         cloudformation.parameters(deployment.data_stack)
@@ -122,9 +123,15 @@ def stack_parameters(
         if cloudformation.status(deployment.infra_stack)
         else {}
     )
-    workgroup = (
-        options.athena_workgroup or infra_deployed.get("AthenaWorkGroupName") or DEFAULT_WORKGROUP
-    )
+    deployed_workgroup = infra_deployed.get("AthenaWorkGroupName")
+    workgroup = options.athena_workgroup or deployed_workgroup or DEFAULT_WORKGROUP
+    if deployed_workgroup and workgroup != deployed_workgroup:
+        raise DeployError(
+            f"Stage {deployment.stage} runs its queries in Athena workgroup "
+            f"{deployed_workgroup}, which the app stack imports; ATHENA_WORKGROUP={workgroup} "
+            "cannot replace it in place. Leave ATHENA_WORKGROUP unset (or destroy the stage "
+            "first; the data is kept)."
+        )
     return {
         deployment.data_stack: {"Stage": deployment.stage, "GlueDatabaseName": database},
         deployment.infra_stack: {"Stage": deployment.stage, "AthenaWorkGroupName": workgroup},

@@ -509,3 +509,18 @@ def test_delete_data_also_removes_what_a_lost_data_stack_left_behind(
     destroyer.destroy(DEV, delete_data=True, say=lambda _: None)
     buckets = [b["Name"] for b in boto3.client("s3", region_name=REGION).list_buckets()["Buckets"]]
     assert deployed_dev["AnalyticsBucketName"] not in buckets
+
+
+def test_a_deployed_stage_keeps_its_database_and_workgroup() -> None:
+    class Deployed(FakeStacks):
+        def parameters(self, name: str) -> dict[str, str]:
+            return {"GlueDatabaseName": "db_dev", "AthenaWorkGroupName": "wg-dev"}
+
+    stacks = Deployed({DEV.data_stack: "UPDATE_COMPLETE", DEV.infra_stack: "UPDATE_COMPLETE"})
+    kept = deployer.stack_parameters(stacks, DEV, Options())  # type: ignore[arg-type]
+    assert kept[DEV.data_stack]["GlueDatabaseName"] == "db_dev"
+    assert kept[DEV.infra_stack]["AthenaWorkGroupName"] == "wg-dev"
+    with pytest.raises(DeployError, match="would replace it"):
+        deployer.stack_parameters(stacks, DEV, Options(glue_database="other"))  # type: ignore[arg-type]
+    with pytest.raises(DeployError, match="cannot replace it in place"):
+        deployer.stack_parameters(stacks, DEV, Options(athena_workgroup="other"))  # type: ignore[arg-type]
