@@ -17,6 +17,7 @@ PANDAS_LAYER_ARN ?=
 GLUE_DATABASE ?=
 ATHENA_WORKGROUP ?=
 RESERVED_CONCURRENCY ?= 1
+OUTPUTS ?=
 TARGET = --stage "$(STAGE)" --region "$(REGION)"
 LAYER_ARGS = $(if $(LAYER),--layer $(LAYER)) $(if $(PANDAS_LAYER_ARN),--layer-arn $(PANDAS_LAYER_ARN))
 DATA_ARGS = $(if $(filter 1 yes true,$(DELETE_DATA)),--delete-data)
@@ -91,7 +92,7 @@ deploy: deploy-setup
 	$(PY) -m deploy deploy $(TARGET) $(DEPLOY_ARGS)
 
 smoke: deploy-setup
-	$(PY) -m deploy smoke --stage "$(STAGE)"
+	$(PY) -m deploy smoke --stage "$(STAGE)" $(if $(OUTPUTS),--outputs "$(OUTPUTS)")
 
 destroy: deploy-setup
 	$(PY) -m deploy destroy $(TARGET) --confirm "$(CONFIRM)" $(DATA_ARGS)

@@ -1,4 +1,5 @@
-"""`make smoke` against the local stack: the reference CLI flow passes, and cleans up."""
+"""`make smoke STAGE=local` against the local stack: the reference CLI flow passes and cleans
+up (OUTPUTS points it at this test's private stack instead of `make run`'s)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_smoke_runs_the_cli_flow_and_deletes_its_user(local_stack: RunningStack) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "deploy", "smoke", "--outputs", str(local_stack.outputs_file)],
+        [
+            "make",
+            "--no-print-directory",
+            "smoke",
+            "STAGE=local",
+            f"OUTPUTS={local_stack.outputs_file}",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
