@@ -333,8 +333,8 @@ def cloudformation(document: dict[str, Any], deployment: Deployment) -> dict[str
             unknown = [v for v in used if v not in VARIABLES]
             if unknown:
                 raise DeployError(f"{statement['Sid']}: unknown variable(s) {unknown}")
-            if used == ["AlertsTopicArn"] and text == ALERTS_TOPIC:
-                resources.append(cfn.import_value(deployment.export(VARIABLES["AlertsTopicArn"])))
+            if [text] == [f"${{{v}}}" for v in used]:  # the whole ARN is one output
+                resources.append(cfn.import_value(deployment.export(VARIABLES[used[0]])))
                 continue
             imports = {v: cfn.import_value(deployment.export(VARIABLES[v])) for v in used}
             resources.append(cfn.sub(text, imports))
