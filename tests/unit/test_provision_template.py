@@ -7,13 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.stub import Stubber
 from cfnlint.api import ManualArgs, lint_file
 
-from analytics_infra import outputs_to_config
-from chalicelib.settings import OUTPUT_TO_ENV, env_from_outputs
+from chalicelib.settings import OUTPUT_TO_ENV
 from local.provision import (
     DEFAULT_TEMPLATE,
     SUPPORTED_RESOURCE_TYPES,
@@ -243,101 +240,3 @@ def test_loaded_template_is_plain_data(template: dict[str, Any]) -> None:
     # cfn-lint decodes into marked str/dict/list subclasses, which do not even copy.
     assert value_types(template) <= {dict, list, str, int, float, bool}
     assert copy.copy(template["Resources"]["UsageTable"]["Type"]) == "AWS::Glue::Table"
-
-
-# ---------------------------------------------------------------- outputs_to_config
-
-OUTPUTS = {name: f"value-of-{name}" for name in EXPECTED_OUTPUTS}
-
-
-def chalice_config(tmp_path: Path) -> Path:
-    path = tmp_path / "config.json"
-    config = {
-        "version": "2.0",
-        "app_name": "bedrock-saas-metering",
-        "environment_variables": {"MODEL_ID": "m"},
-        "stages": {
-            "dev": {
-                "api_gateway_stage": "api",
-                "environment_variables": {"STAGE": "dev", "USER_POOL_ID": ""},
-            },
-            "prod": {"environment_variables": {"STAGE": "prod"}},
-        },
-    }
-    path.write_text(json.dumps(config), encoding="utf-8")
-    return path
-
-
-def test_outputs_land_in_the_stage_environment_and_nothing_else_changes(tmp_path: Path) -> None:
-    path = chalice_config(tmp_path)
-    before = json.loads(path.read_text(encoding="utf-8"))
-    environment = outputs_to_config.environment_from_outputs({**OUTPUTS, "Extra": "x"})
-
-    outputs_to_config.write_stage_environment(path, "dev", environment)
-
-    after = json.loads(path.read_text(encoding="utf-8"))
-    assert after["stages"]["dev"]["environment_variables"] == {
-        "STAGE": "dev",
-        **{env: f"value-of-{output}" for output, env in OUTPUT_TO_ENV.items()},
-    }
-    after["stages"]["dev"]["environment_variables"] = before["stages"]["dev"][
-        "environment_variables"
-    ]
-    assert after == before
-
-
-def test_missing_output_is_refused() -> None:
-    partial = {k: v for k, v in OUTPUTS.items() if k != "PlansTableName"}
-    with pytest.raises(outputs_to_config.OutputsError, match="PlansTableName"):
-        outputs_to_config.environment_from_outputs(partial)
-
-
-@pytest.mark.parametrize(
-    "document",
-    [
-        OUTPUTS,
-        [{"OutputKey": k, "OutputValue": v} for k, v in OUTPUTS.items()],
-        {"Stacks": [{"Outputs": [{"OutputKey": k, "OutputValue": v} for k, v in OUTPUTS.items()]}]},
-    ],
-    ids=["flat", "outputs-list", "describe-stacks"],
-)
-def test_outputs_file_in_any_cli_shape(tmp_path: Path, document: Any) -> None:
-    path = tmp_path / "outputs.json"
-    path.write_text(json.dumps(document), encoding="utf-8")
-    assert outputs_to_config.outputs_from_file(path) == OUTPUTS
-
-
-def test_outputs_from_a_deployed_stack_via_describe_stacks() -> None:
-    client = boto3.client(
-        "cloudformation",
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    stack = {
-        "StackName": "bedrock-metering-dev",
-        "CreationTime": "2025-01-01T00:00:00Z",
-        "StackStatus": "CREATE_COMPLETE",
-        "Outputs": [{"OutputKey": k, "OutputValue": v} for k, v in OUTPUTS.items()],
-    }
-    with Stubber(client) as stubber:
-        stubber.add_response(
-            "describe_stacks", {"Stacks": [stack]}, {"StackName": "bedrock-metering-dev"}
-        )
-        assert outputs_to_config.outputs_from_stack("bedrock-metering-dev", client) == OUTPUTS
-
-
-def test_cli_writes_the_stage_from_an_outputs_file(tmp_path: Path) -> None:
-    config = chalice_config(tmp_path)
-    outputs = tmp_path / "outputs.json"
-    outputs.write_text(json.dumps(OUTPUTS), encoding="utf-8")
-
-    code = outputs_to_config.main(
-        ["--outputs-file", str(outputs), "--stage", "prod", "--config", str(config)]
-    )
-
-    assert code == 0
-    written = json.loads(config.read_text(encoding="utf-8"))["stages"]["prod"]
-    assert written["environment_variables"]["STAGE"] == "prod"
-    assert written["environment_variables"]["PLANS_TABLE"] == "value-of-PlansTableName"
-    assert env_from_outputs(OUTPUTS) == outputs_to_config.environment_from_outputs(OUTPUTS)

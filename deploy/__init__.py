@@ -1,0 +1,1 @@
+"""Deploy tooling (never deployed): package, deploy, destroy and smoke-test one stage on AWS."""
