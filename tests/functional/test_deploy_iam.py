@@ -25,12 +25,11 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from chalice.test import Client
 
-from chalicelib import logs
+from chalicelib import logs, wiring
 from chalicelib.bedrock import BedrockModel
 from chalicelib.budgets.dynamo import DynamoBudgetStore
 from chalicelib.identity import IdTokenVerifier
 from chalicelib.settings import Settings, env_from_outputs
-from chalicelib.wiring import wiring
 from deploy import cfn, iam, layers, package
 from deploy.app_template import chalice_functions
 from deploy.functions import FUNCTIONS
