@@ -180,8 +180,11 @@
   const integer = (n) => Number(n).toLocaleString("en-US");
 
   function clearData() {
-    ["tenant-name", "period", "budget-month", "budget-text", "total-cost"].forEach((id) => ($(id).textContent = ""));
-    COUNTS.forEach((name) => ($("total-" + name.replace(/_/g, "-")).textContent = ""));
+    const cells = ["total-cost"].concat(COUNTS.map((name) => "total-" + name.replace(/_/g, "-")));
+    ["tenant-name", "period", "budget-month", "budget-text"].concat(cells).forEach((id) => {
+      $(id).textContent = "";
+      Object.keys($(id).dataset).forEach((key) => delete $(id).dataset[key]);
+    });
     ["budget-bar", "cost-chart", "token-chart", "legend"].forEach((id) => $(id).replaceChildren());
     $("models-table").tBodies[0].replaceChildren();
     $("tenant-select").replaceChildren();
