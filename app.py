@@ -11,6 +11,7 @@ from chalicelib.analytics import maintenance
 from chalicelib.analytics.routes import analytics_routes
 from chalicelib.budgets.routes import budget_routes
 from chalicelib.chat import parse_chat_request
+from chalicelib.dashboard.routes import dashboard_routes
 from chalicelib.edge import Call
 from chalicelib.routing import tenant_route
 
@@ -18,8 +19,9 @@ app = Chalice(app_name="bedrock-saas-metering")
 app.debug = False  # never put stack traces in response bodies
 logs.configure()
 
-app.register_blueprint(analytics_routes)  # GET /usage, GET /admin/usage
+app.register_blueprint(analytics_routes)  # GET /usage, GET /admin/usage, /admin/tenants/{id}/usage
 app.register_blueprint(budget_routes)  # GET/PUT /admin/tenants/{tenant_id}/plan, GET /usage/plan
+app.register_blueprint(dashboard_routes)  # GET /dashboard (public: the page signs in itself)
 
 
 @tenant_route(app, "/bedrock/chat", methods=["POST"])

@@ -97,6 +97,13 @@ class Budget(Protocol):
     def release(self, hold: Any) -> None: ...
 
 
+class CallMetrics(Protocol):
+    """The live-metrics port (chalicelib.metrics.EmfCallMetrics in production): told of each
+    call once its usage event is durable; never raises."""
+
+    def observe(self, event: UsageEvent) -> None: ...
+
+
 # Refusals from the budget: the model is not called, a `rejected` event records why.
 BUDGET_REFUSALS = (
     RateLimitedError,
@@ -150,12 +157,14 @@ class ChatService:
         model_id: str,
         stage: str,
         budget: Budget | None = None,
+        metrics: CallMetrics | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._model = model
         self._recorder = recorder
         self._budget = budget
+        self._metrics = metrics
         self._prices = prices
         self._model_id = model_id
         self._stage = stage
@@ -184,7 +193,7 @@ class ChatService:
         cost = self._prices.cost(self._model_id, reply.usage)
         event = self._event(call, reply.usage, "ok", None, cost)
         try:
-            self._recorder.record(event)
+            self._record(event)
         except Exception:
             self._release(hold)  # not recorded, so not billed
             raise
@@ -239,12 +248,17 @@ class ChatService:
             stage=self._stage,
         )
 
+    def _record(self, event: UsageEvent) -> None:
+        self._recorder.record(event)
+        if self._metrics is not None:  # only once the event is durable
+            self._metrics.observe(event)
+
     def _record_failure(self, event: UsageEvent) -> bool:
         # A failed or refused call bills nothing; if even its event cannot be stored, the
         # caller still gets the model error or refusal (not a 503), and the full event is in
         # the log.
         try:
-            self._recorder.record(event)
+            self._record(event)
         except Exception:
             logger.exception(
                 "failed-call usage event not recorded", extra={"usage_event": event.to_record()}

@@ -17,11 +17,21 @@ from chalicelib.settings import route_authorizer_needed, route_authorizer_pool_a
 logger = logging.getLogger(__name__)
 
 View = Callable[..., Response]  # view(call, **uri_params)
+PublicView = Callable[..., Response]  # view(settings, **uri_params)
 Access = Literal["tenant", "admin"]
 
 # Set on every handler declared here, naming who may call it; `unauthenticated_routes` reads it.
 _ACCESS_ATTRIBUTE = "route_access"
 _ACCESS: frozenset[str] = frozenset({"tenant", "admin"})
+_PUBLIC = "public"
+_REASON_ATTRIBUTE = "route_public_reason"
+
+# On every authenticated response: what it holds is one caller's data, so no cache (the
+# browser's, a proxy's) may keep it, and browsers must not guess its type.
+PRIVATE_HEADERS: dict[str, str] = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 class RouteHost(Protocol):
@@ -109,18 +119,68 @@ def _authenticated(host: RouteHost, view: View, *, admin: bool) -> View:
             call = Call(request, caller, settings, call_id)
             if admin:
                 call.require_admin()
-            return view(call, **uri_params)
+            return _private(view(call, **uri_params))
         except MeteringError as exc:
             response = error_response(exc)
             logger.info(
                 "request refused",
                 extra={"status": response.status_code, "error_type": type(exc).__name__},
             )
-            return response
+            return _private(response)
         finally:
             logs.clear()
 
     return handler
+
+
+def _private(response: Response) -> Response:
+    for name, value in PRIVATE_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def public_route(
+    host: RouteHost, path: str, *, reason: str, methods: Sequence[str] = ("GET",)
+) -> Callable[[PublicView], PublicView]:
+    """Declare a route that anyone may call without a token; the view gets the `Settings`.
+
+    For what holds no tenant data and must be reachable before sign-in (the dashboard page).
+    `reason` says why it is public; it stays on the handler, and `public_routes` lists every
+    such route with it, so tests/functional/test_route_authentication.py names each one. No
+    authorizer, on any stage; still the log context and domain errors mapped to HTTP.
+    """
+    if not reason.strip():
+        raise ValueError(f"{path}: a public route needs its reason")
+
+    def decorate(view: PublicView) -> PublicView:
+        @functools.wraps(view)
+        def handler(**uri_params: Any) -> Response:
+            request = host.current_request
+            logs.clear()
+            logs.bind(request_id=request_id(request, host.lambda_context))
+            try:
+                return view(wiring.current_settings(), **uri_params)
+            except MeteringError as exc:
+                return error_response(exc)
+            finally:
+                logs.clear()
+
+        setattr(handler, _ACCESS_ATTRIBUTE, _PUBLIC)
+        setattr(handler, _REASON_ATTRIBUTE, reason)
+        host.route(path, methods=list(methods))(handler)
+        return handler
+
+    return decorate
+
+
+def public_routes(app: Chalice) -> dict[str, str]:
+    """The routes of `app` declared with `public_route`, as {"METHOD /path": reason}."""
+    return {
+        f"{method} {path}": str(getattr(entry.view_function, _REASON_ATTRIBUTE))
+        for path, entries in app.routes.items()
+        for method, entry in entries.items()
+        if getattr(entry.view_function, _ACCESS_ATTRIBUTE, None) == _PUBLIC
+    }
 
 
 def unauthenticated_routes(app: Chalice, *, exceptions: Collection[str] = ()) -> dict[str, str]:
@@ -129,6 +189,7 @@ def unauthenticated_routes(app: Chalice, *, exceptions: Collection[str] = ()) ->
 
     A route is authenticated when it was declared with `tenant_route` or `admin_route` and,
     where API Gateway verifies tokens (`TOKEN_VERIFICATION=apigateway`), carries its authorizer.
+    A `public_route` is reported too, with its reason, unless named in `exceptions`.
     """
     needs_authorizer = route_authorizer_needed()
     found: dict[str, str] = {}
@@ -137,7 +198,11 @@ def unauthenticated_routes(app: Chalice, *, exceptions: Collection[str] = ()) ->
             name = f"{method} {path}"
             if name in exceptions:
                 continue
-            if getattr(entry.view_function, _ACCESS_ATTRIBUTE, None) not in _ACCESS:
+            access = getattr(entry.view_function, _ACCESS_ATTRIBUTE, None)
+            if access == _PUBLIC:
+                reason = getattr(entry.view_function, _REASON_ATTRIBUTE, "")
+                found[name] = f"declared public: {reason}"
+            elif access not in _ACCESS:
                 found[name] = "not declared with tenant_route or admin_route: no token check"
             elif needs_authorizer and entry.authorizer is None:
                 found[name] = "no Cognito authorizer on a stage verified by API Gateway"

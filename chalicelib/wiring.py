@@ -20,6 +20,7 @@ from chalicelib.chat import ChatLimits, ChatService
 from chalicelib.errors import ConfigurationError
 from chalicelib.firehose import FirehoseWriter
 from chalicelib.identity import IdTokenVerifier
+from chalicelib.metrics import EmfCallMetrics
 from chalicelib.model_profiles import BedrockProfileLookup, ProfileLookup, resolve_aliases
 from chalicelib.pricing import PriceTable, load_price_table
 from chalicelib.recorder import UsageRecorder
@@ -71,6 +72,7 @@ OVERRIDABLE = frozenset(
         "alert_publisher",
         "budget_clock",
         "usage_event_finder",
+        "call_metrics",
     }
 )
 
@@ -234,8 +236,13 @@ def verifier(settings: Settings) -> IdTokenVerifier:
     )
 
 
+def call_metrics(settings: Settings) -> EmfCallMetrics:
+    """One Embedded Metric Format line per model call, on stdout (CloudWatch Logs on Lambda)."""
+    return _container.get("call_metrics", settings, EmfCallMetrics)
+
+
 def chat_service(settings: Settings) -> ChatService:
-    """The chat use case, wired to the stage's model, recorder and prices."""
+    """The chat use case, wired to the stage's model, recorder, prices and call metrics."""
     return ChatService(
         model=model(settings),
         recorder=recorder(settings),
@@ -243,6 +250,7 @@ def chat_service(settings: Settings) -> ChatService:
         model_id=settings.model_id,
         stage=settings.stage,
         budget=budget_service(settings) if settings.budgets_enabled else None,
+        metrics=call_metrics(settings),
     )
 
 

@@ -40,6 +40,9 @@ def register(commands: Any) -> None:
     usage.add_argument("--to", dest="last", help="last day, YYYY-MM-DD (default: today, UTC)")
     usage.add_argument("--all", action="store_true", help="every tenant (admin)")
     usage.add_argument("--tenant", help="with --all: only this tenant")
+    usage.add_argument(
+        "--by-model", action="store_true", help="one row per model for the period, not per day"
+    )
     usage.add_argument("--json", action="store_true", help="print the API's JSON as it is")
     accounts.add_credential_arguments(usage)
     usage.set_defaults(handler=cmd_usage)
@@ -164,12 +167,27 @@ def cmd_usage(args: argparse.Namespace, target: Target) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    if args.all and args.by_model:
+        rows = [
+            [t["tenant_id"], m["model_id"], *(m[c] for c in USAGE_COLUMNS)]
+            for t in report["tenants"]
+            for m in t["models"]
+        ]
+        print(f"All tenants by model, {report['from']} to {report['to']}")
+        print(render(["tenant_id", "model_id", *USAGE_COLUMNS], rows), end="")
+        return 0
     if args.all:
         rows = [
             [t["tenant_id"], *(t["totals"][c] for c in USAGE_COLUMNS)] for t in report["tenants"]
         ]
         print(f"All tenants, {report['from']} to {report['to']}")
         print(render(["tenant_id", *USAGE_COLUMNS], rows), end="")
+        return 0
+    if args.by_model:
+        rows = [[m["model_id"], *(m[c] for c in USAGE_COLUMNS)] for m in report["models"]]
+        rows.append(["total", *(report["totals"][c] for c in USAGE_COLUMNS)])
+        print(f"Tenant {report['tenant_id']} by model, {report['from']} to {report['to']}")
+        print(render(["model_id", *USAGE_COLUMNS], rows), end="")
         return 0
     rows = [[d["date"], *(d[c] for c in USAGE_COLUMNS)] for d in report["days"]]
     rows.append(["total", *(report["totals"][c] for c in USAGE_COLUMNS)])

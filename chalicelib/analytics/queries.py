@@ -106,4 +106,82 @@ ORDER BY tenant_id""",
     params=("tenant_id", "first_year", "last_year", "first_day", "last_day"),
 )
 
-NAMED_QUERIES: tuple[NamedQuery, ...] = (TENANT_DAILY_USAGE, ALL_TENANTS_USAGE, ONE_TENANT_USAGE)
+# By model: the reports are built from these (one statement per API call, one scan on
+# Athena); totals, days and models are sums of their rows. The three above stay as the
+# plainer forms (the benchmark times them; an operator can reuse them).
+TENANT_DAILY_MODEL_USAGE = NamedQuery(
+    name="tenant_daily_model_usage",
+    sql="""SELECT
+    concat(year, '-', month, '-', day) AS usage_date,
+    model_id,
+    SUM(CASE WHEN status = 'ok' THEN COALESCE(request_count, 1) ELSE 0 END) AS requests,
+    SUM(CASE WHEN status IN ('error', 'rejected', 'aborted') THEN COALESCE(request_count, 1)
+        ELSE 0 END) AS failed_requests,
+    SUM(input_tokens) AS input_tokens,
+    SUM(output_tokens) AS output_tokens,
+    SUM(cache_read_input_tokens) AS cache_read_input_tokens,
+    SUM(cache_write_input_tokens) AS cache_write_input_tokens,
+    SUM(total_tokens) AS total_tokens,
+    SUM(cost_usd) AS cost_usd
+FROM token_usage_logs
+WHERE tenant_id = ?
+    AND year BETWEEN ? AND ?
+    AND concat(year, '-', month, '-', day) BETWEEN ? AND ?
+GROUP BY year, month, day, model_id
+ORDER BY usage_date, model_id""",
+    params=("tenant_id", "first_year", "last_year", "first_day", "last_day"),
+)
+
+ALL_TENANTS_MODEL_USAGE = NamedQuery(
+    name="all_tenants_model_usage",
+    sql="""SELECT
+    tenant_id,
+    model_id,
+    SUM(CASE WHEN status = 'ok' THEN COALESCE(request_count, 1) ELSE 0 END) AS requests,
+    SUM(CASE WHEN status IN ('error', 'rejected', 'aborted') THEN COALESCE(request_count, 1)
+        ELSE 0 END) AS failed_requests,
+    SUM(input_tokens) AS input_tokens,
+    SUM(output_tokens) AS output_tokens,
+    SUM(cache_read_input_tokens) AS cache_read_input_tokens,
+    SUM(cache_write_input_tokens) AS cache_write_input_tokens,
+    SUM(total_tokens) AS total_tokens,
+    SUM(cost_usd) AS cost_usd
+FROM token_usage_logs
+WHERE year BETWEEN ? AND ?
+    AND concat(year, '-', month, '-', day) BETWEEN ? AND ?
+GROUP BY tenant_id, model_id
+ORDER BY tenant_id, model_id""",
+    params=("first_year", "last_year", "first_day", "last_day"),
+)
+
+ONE_TENANT_MODEL_USAGE = NamedQuery(
+    name="one_tenant_model_usage",
+    sql="""SELECT
+    tenant_id,
+    model_id,
+    SUM(CASE WHEN status = 'ok' THEN COALESCE(request_count, 1) ELSE 0 END) AS requests,
+    SUM(CASE WHEN status IN ('error', 'rejected', 'aborted') THEN COALESCE(request_count, 1)
+        ELSE 0 END) AS failed_requests,
+    SUM(input_tokens) AS input_tokens,
+    SUM(output_tokens) AS output_tokens,
+    SUM(cache_read_input_tokens) AS cache_read_input_tokens,
+    SUM(cache_write_input_tokens) AS cache_write_input_tokens,
+    SUM(total_tokens) AS total_tokens,
+    SUM(cost_usd) AS cost_usd
+FROM token_usage_logs
+WHERE tenant_id = ?
+    AND year BETWEEN ? AND ?
+    AND concat(year, '-', month, '-', day) BETWEEN ? AND ?
+GROUP BY tenant_id, model_id
+ORDER BY tenant_id, model_id""",
+    params=("tenant_id", "first_year", "last_year", "first_day", "last_day"),
+)
+
+NAMED_QUERIES: tuple[NamedQuery, ...] = (
+    TENANT_DAILY_USAGE,
+    ALL_TENANTS_USAGE,
+    ONE_TENANT_USAGE,
+    TENANT_DAILY_MODEL_USAGE,
+    ALL_TENANTS_MODEL_USAGE,
+    ONE_TENANT_MODEL_USAGE,
+)

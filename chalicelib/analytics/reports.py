@@ -11,9 +11,9 @@ from typing import Any, TypedDict
 
 from chalicelib.analytics.engines import QueryEngine
 from chalicelib.analytics.queries import (
-    ALL_TENANTS_USAGE,
-    ONE_TENANT_USAGE,
-    TENANT_DAILY_USAGE,
+    ALL_TENANTS_MODEL_USAGE,
+    ONE_TENANT_MODEL_USAGE,
+    TENANT_DAILY_MODEL_USAGE,
     NamedQuery,
 )
 from chalicelib.errors import InvalidRequestError
@@ -38,26 +38,42 @@ class UsageTotals(TokenCounts):
     cost_usd: str
 
 
+class ModelUsage(UsageTotals):
+    """One model's counts (the model the calls named: a model id, profile id or ARN)."""
+
+    model_id: str
+
+
 class DayUsage(UsageTotals):
-    """One UTC day's counts."""
+    """One UTC day's counts, and the same split by model."""
 
     date: str
+    models: list[ModelUsage]
 
 
 # "from" is a Python keyword, hence the functional form.
 TenantUsageReport = TypedDict(
     "TenantUsageReport",
-    {"tenant_id": str, "from": str, "to": str, "totals": UsageTotals, "days": list[DayUsage]},
+    {
+        "tenant_id": str,
+        "from": str,
+        "to": str,
+        "totals": UsageTotals,
+        "models": list[ModelUsage],
+        "days": list[DayUsage],
+    },
 )
 
 
 class TenantTotals(TypedDict):
     tenant_id: str
     totals: UsageTotals
+    models: list[ModelUsage]
 
 
 AdminUsageReport = TypedDict(
-    "AdminUsageReport", {"from": str, "to": str, "tenants": list[TenantTotals]}
+    "AdminUsageReport",
+    {"from": str, "to": str, "models": list[ModelUsage], "tenants": list[TenantTotals]},
 )
 
 
@@ -186,37 +202,73 @@ def _run(engine: QueryEngine, query: NamedQuery, **values: str) -> list[dict[str
     return engine.query(query.sql, query.bind(**values)).records()
 
 
+def _by_model(counts: Mapping[str, Counts]) -> list[ModelUsage]:
+    """Per-model counts as the API lists them: by model id."""
+    return [
+        ModelUsage(model_id=model_id, **counts[model_id].to_json()) for model_id in sorted(counts)
+    ]
+
+
+def _add(into: dict[str, Counts], key: str, counts: Counts) -> None:
+    into[key] = into.get(key, Counts()) + counts
+
+
 def tenant_usage(engine: QueryEngine, tenant_id: str, period: Period) -> TenantUsageReport:
-    """One tenant's totals and the days it had usage on, oldest first."""
-    rows = _run(engine, TENANT_DAILY_USAGE, tenant_id=tenant_id, **period.params())
-    days: list[DayUsage] = []
+    """One tenant's totals, its usage by model, and the days it had usage on (oldest first),
+    each day split by model. One query: everything is summed from its day-and-model rows."""
+    rows = _run(engine, TENANT_DAILY_MODEL_USAGE, tenant_id=tenant_id, **period.params())
+    days: dict[str, dict[str, Counts]] = {}
+    models: dict[str, Counts] = {}
     totals = Counts()
     for row in rows:
         counts = Counts.from_row(row)
+        model_id = str(row["model_id"])
+        _add(days.setdefault(str(row["usage_date"]), {}), model_id, counts)
+        _add(models, model_id, counts)
         totals += counts
-        days.append(DayUsage(date=str(row["usage_date"]), **counts.to_json()))
     return {
         "tenant_id": tenant_id,
         "from": period.first.isoformat(),
         "to": period.last.isoformat(),
         "totals": totals.to_json(),
-        "days": days,
+        "models": _by_model(models),
+        "days": [
+            DayUsage(
+                date=day,
+                **sum(by_model.values(), Counts()).to_json(),
+                models=_by_model(by_model),
+            )
+            for day, by_model in sorted(days.items())
+        ],
     }
 
 
 def tenants_usage(
     engine: QueryEngine, period: Period, tenant_id: str | None = None
 ) -> AdminUsageReport:
-    """Every tenant's totals for the period (or just `tenant_id`'s), by tenant id."""
+    """Every tenant's totals and usage by model for the period (or just `tenant_id`'s), by
+    tenant id, and the period's usage by model across them."""
     if tenant_id is None:
-        rows = _run(engine, ALL_TENANTS_USAGE, **period.params())
+        rows = _run(engine, ALL_TENANTS_MODEL_USAGE, **period.params())
     else:
-        rows = _run(engine, ONE_TENANT_USAGE, tenant_id=tenant_id, **period.params())
+        rows = _run(engine, ONE_TENANT_MODEL_USAGE, tenant_id=tenant_id, **period.params())
+    tenants: dict[str, dict[str, Counts]] = {}
+    models: dict[str, Counts] = {}
+    for row in rows:
+        counts = Counts.from_row(row)
+        model_id = str(row["model_id"])
+        _add(tenants.setdefault(str(row["tenant_id"]), {}), model_id, counts)
+        _add(models, model_id, counts)
     return {
         "from": period.first.isoformat(),
         "to": period.last.isoformat(),
+        "models": _by_model(models),
         "tenants": [
-            TenantTotals(tenant_id=str(row["tenant_id"]), totals=Counts.from_row(row).to_json())
-            for row in rows
+            TenantTotals(
+                tenant_id=tenant,
+                totals=sum(by_model.values(), Counts()).to_json(),
+                models=_by_model(by_model),
+            )
+            for tenant, by_model in sorted(tenants.items())
         ],
     }

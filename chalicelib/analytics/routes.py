@@ -1,4 +1,4 @@
-"""GET /usage (the caller's tenant) and GET /admin/usage (provider admins): a Blueprint."""
+"""Usage reports over HTTP: GET /usage, GET /admin/usage, GET /admin/tenants/{id}/usage."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from chalice.app import Blueprint, Response
 
 from chalicelib import wiring
 from chalicelib.analytics import reports
+from chalicelib.budgets.routes import valid_tenant_id
 from chalicelib.edge import Call
 from chalicelib.routing import admin_route, tenant_route
 
@@ -20,8 +21,8 @@ def _today() -> datetime:
 
 @tenant_route(analytics_routes, "/usage", methods=["GET"])
 def get_usage(call: Call) -> Response:
-    """The calling tenant's usage: totals and per-day history. The tenant comes from the
-    token alone; a `tenant_id` in the query string is ignored."""
+    """The calling tenant's usage: totals, by model, and per-day history. The tenant comes
+    from the token alone; a `tenant_id` in the query string is ignored."""
     period = reports.parse_period(call.request.query_params, today=_today().date())
     engine = wiring.query_engine(call.settings)
     return Response(body=reports.tenant_usage(engine, call.caller.tenant_id, period))
@@ -29,9 +30,19 @@ def get_usage(call: Call) -> Response:
 
 @admin_route(analytics_routes, "/admin/usage", methods=["GET"])
 def get_admin_usage(call: Call) -> Response:
-    """Every tenant's totals (or one, with `tenant_id`): provider admins only."""
+    """Every tenant's totals and usage by model (or one's, with `tenant_id`): admins only."""
     query = call.request.query_params
     period = reports.parse_period(query, today=_today().date())
     tenant_id = reports.parse_tenant_filter(query)
     engine = wiring.query_engine(call.settings)
     return Response(body=reports.tenants_usage(engine, period, tenant_id))
+
+
+@admin_route(analytics_routes, "/admin/tenants/{tenant_id}/usage", methods=["GET"])
+def get_tenant_usage(call: Call, tenant_id: str) -> Response:
+    """Any tenant's report as that tenant sees it at GET /usage (admins only): the
+    dashboard's view of another tenant."""
+    tenant = valid_tenant_id(tenant_id)
+    period = reports.parse_period(call.request.query_params, today=_today().date())
+    engine = wiring.query_engine(call.settings)
+    return Response(body=reports.tenant_usage(engine, tenant, period))

@@ -30,7 +30,10 @@ ROUTES = {
     ("/admin/usage", "get"),
     ("/admin/tenants/{tenant_id}/plan", "get"),
     ("/admin/tenants/{tenant_id}/plan", "put"),
+    ("/admin/tenants/{tenant_id}/usage", "get"),
 }
+# Declared with `public_route` (see tests/functional/test_route_authentication.py).
+PUBLIC = {("/dashboard", "get")}
 NOT_BUNDLED = ("boto3/", "botocore/", "pandas/", "pyarrow/", "awswrangler/", "numpy/", "duckdb/")
 NO_CREDENTIALS = {
     "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
@@ -132,9 +135,11 @@ def test_every_route_is_behind_the_data_stacks_user_pool(
     assert api["Properties"]["Name"] == "bedrock-saas-metering-dev"
     body = api["Properties"]["DefinitionBody"]
     routes = {(path, method) for path, methods in body["paths"].items() for method in methods}
-    assert routes == ROUTES
+    assert routes == ROUTES | PUBLIC
+    for path, method in PUBLIC:
+        assert "security" not in body["paths"][path][method]
     pool = {"Fn::ImportValue": "bedrock-metering-dev-UserPoolArn"}
-    for path, method in routes:
+    for path, method in ROUTES:
         (security,) = body["paths"][path][method]["security"]
         (name,) = security
         authorizer = body["securityDefinitions"][name]["x-amazon-apigateway-authorizer"]

@@ -213,6 +213,9 @@ def test_a_deleted_resource_is_reported_missing(stack: ProvisionedStack, session
     session.client("sns").delete_topic(TopicArn=stack.outputs["AlertsTopicArn"])
     session.client("glue").delete_table(DatabaseName="bedrock_metering_db", Name="token_usage_logs")
     session.client("athena").delete_work_group(WorkGroup="bedrock-metering-workgroup")
+    session.client("cloudwatch").delete_dashboards(
+        DashboardNames=[physical(stack, "MeteringDashboard")]
+    )
     session.client("logs").delete_log_stream(
         logGroupName=stack.resources["FirehoseLogStream"].parent_id,
         logStreamName=physical(stack, "FirehoseLogStream"),
@@ -222,8 +225,188 @@ def test_a_deleted_resource_is_reported_missing(stack: ProvisionedStack, session
         "AlertsTopic",
         "AthenaWorkGroup",
         "FirehoseLogStream",
+        "MeteringDashboard",
         "UsageTable",
     ]
+
+
+def test_metering_dashboard_searches_the_stages_call_metrics(
+    stack: ProvisionedStack, session: Any
+) -> None:
+    name = physical(stack, "MeteringDashboard")
+    assert name == "bedrock-metering-local"
+    body = json.loads(
+        session.client("cloudwatch").get_dashboard(DashboardName=name)["DashboardBody"]
+    )
+    expressions = [
+        metric[0]["expression"]
+        for widget in body["widgets"]
+        if widget["type"] == "metric"
+        for metric in widget["properties"]["metrics"]
+    ]
+    assert expressions
+    assert all('stage="local"' in expression for expression in expressions)
+    assert {w["properties"].get("region") for w in body["widgets"] if w["type"] == "metric"} == {
+        REGION
+    }
+
+
+ALARMS = """\
+  Topic:
+    Type: AWS::SNS::Topic
+  HighErrorRate:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      AlarmName: !Sub "${AWS::StackName}-error-rate"
+      AlarmDescription: More than 5% of model calls failed
+      ComparisonOperator: GreaterThanThreshold
+      EvaluationPeriods: 3
+      DatapointsToAlarm: 2
+      Threshold: 5
+      TreatMissingData: notBreaching
+      AlarmActions: [!Ref Topic]
+      OKActions: [!Ref Topic]
+      Metrics:
+        - Id: rate
+          Expression: 100 * errors / MAX([errors, requests])
+          Label: error rate
+          ReturnData: true
+        - Id: errors
+          ReturnData: false
+          MetricStat:
+            Metric:
+              Namespace: BedrockSaaSMetering
+              MetricName: Errors
+              Dimensions:
+                - {Name: stage, Value: local}
+            Period: 300
+            Stat: Sum
+        - Id: requests
+          ReturnData: "false"
+          MetricStat:
+            Metric: {Namespace: BedrockSaaSMetering, MetricName: Requests}
+            Period: "300"
+            Stat: Sum
+            Unit: Count
+  SlowModel:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      Namespace: BedrockSaaSMetering
+      MetricName: Latency
+      Dimensions:
+        - Name: stage
+          Value: local
+      ExtendedStatistic: p95
+      Period: "60"
+      EvaluationPeriods: "5"
+      Threshold: "2500.5"
+      ComparisonOperator: GreaterThanOrEqualToThreshold
+      Unit: Milliseconds
+      ActionsEnabled: false
+"""
+
+
+def test_alarms_single_metric_and_metric_math_are_created_as_declared(
+    session: Any, tmp_path: Path
+) -> None:
+    stack = provision_stack(write_template(tmp_path, ALARMS), session=session, stack_name="s")
+    cloudwatch = session.client("cloudwatch")
+    alarms = {
+        a["AlarmName"]: a
+        for a in cloudwatch.describe_alarms(AlarmTypes=["MetricAlarm"])["MetricAlarms"]
+    }
+    math = alarms["s-error-rate"]
+    assert stack.resources["HighErrorRate"].physical_id == "s-error-rate"
+    assert stack.resources["HighErrorRate"].attributes["Arn"] == math["AlarmArn"]
+    assert (math["EvaluationPeriods"], math["DatapointsToAlarm"], math["Threshold"]) == (3, 2, 5.0)
+    assert math["TreatMissingData"] == "notBreaching"
+    topic = stack.resources["Topic"].physical_id
+    assert math["AlarmActions"] == [topic]
+    assert math["OKActions"] == [topic]
+    queries = {q["Id"]: q for q in math["Metrics"]}
+    assert queries["rate"]["Expression"] == "100 * errors / MAX([errors, requests])"
+    assert queries["rate"]["ReturnData"] is True
+    assert queries["requests"]["ReturnData"] is False
+    stat = queries["errors"]["MetricStat"]
+    assert (stat["Metric"]["MetricName"], stat["Period"], stat["Stat"]) == ("Errors", 300, "Sum")
+    assert stat["Metric"]["Dimensions"] == [{"Name": "stage", "Value": "local"}]
+
+    slow = alarms[physical(stack, "SlowModel")]
+    assert physical(stack, "SlowModel") == "s-SlowModel"  # generated, as CloudFormation would
+    assert (slow["ExtendedStatistic"], slow["Period"], slow["Threshold"]) == ("p95", 60, 2500.5)
+    assert (slow["Unit"], slow["ActionsEnabled"]) == ("Milliseconds", False)
+    assert slow["Dimensions"] == [{"Name": "stage", "Value": "local"}]
+
+    assert verify(stack, session) == []
+    cloudwatch.delete_alarms(AlarmNames=["s-error-rate"])
+    assert verify(stack, session) == ["HighErrorRate"]
+    again = provision_stack(write_template(tmp_path, ALARMS), session=session, stack_name="s")
+    assert verify(again, session) == []
+
+
+@pytest.mark.parametrize(
+    ("properties", "message"),
+    [
+        (
+            "MetricName: Errors\n      Namespace: N\n      Statistic: Sum\n      Period: 60\n"
+            "      EvaluationPeriods: 1\n      ComparisonOperator: GreaterThanThreshold",
+            "Threshold",
+        ),
+        (
+            "MetricName: Errors\n      Namespace: N\n      Statistic: Sum\n"
+            "      ExtendedStatistic: p99\n      Period: 60\n      Threshold: 1\n"
+            "      EvaluationPeriods: 1\n      ComparisonOperator: GreaterThanThreshold",
+            "one of Statistic or ExtendedStatistic",
+        ),
+        (
+            "Threshold: 1\n      EvaluationPeriods: 1\n      ComparisonOperator: LessThanThreshold",
+            "either MetricName or Metrics",
+        ),
+        (
+            "Threshold: 1\n      EvaluationPeriods: 1\n"
+            "      ComparisonOperator: LessThanThreshold\n"
+            "      Metrics: [{Id: a, Expression: b, MetricStat: {}}]",
+            "exactly one of Expression or MetricStat",
+        ),
+        (
+            "Threshold: 1\n      EvaluationPeriods: 1\n"
+            "      ComparisonOperator: LessThanThreshold\n"
+            "      Tags: []",
+            "Tags",
+        ),
+    ],
+    ids=["no-threshold", "two-statistics", "no-metric", "bad-metric-query", "unknown-property"],
+)
+def test_an_alarm_cloudformation_would_refuse_is_refused(
+    session: Any, tmp_path: Path, properties: str, message: str
+) -> None:
+    path = write_template(
+        tmp_path, f"  A:\n    Type: AWS::CloudWatch::Alarm\n    Properties:\n      {properties}\n"
+    )
+    with pytest.raises(ProvisioningError, match=message):
+        provision(path, session=session)
+    assert session.client("cloudwatch").describe_alarms()["MetricAlarms"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("'not json'", "not JSON"),
+        ("'{\"widgets\": []}'", "non-empty 'widgets'"),
+        ('\'{"widgets": [{"type": "metric"}]}\'', "widget 0 has no 'properties'"),
+    ],
+)
+def test_a_dashboard_cloudwatch_would_refuse_is_refused(
+    session: Any, tmp_path: Path, body: str, message: str
+) -> None:
+    path = write_template(
+        tmp_path,
+        "  D:\n    Type: AWS::CloudWatch::Dashboard\n    Properties:\n"
+        f"      DashboardBody: {body}\n",
+    )
+    with pytest.raises(ProvisioningError, match=message):
+        provision(path, session=session)
+    assert session.client("cloudwatch").list_dashboards()["DashboardEntries"] == []
 
 
 def test_other_stage_gets_its_own_names(session: Any) -> None:

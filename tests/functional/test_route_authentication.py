@@ -8,14 +8,24 @@ import pytest
 from chalice.app import Blueprint, Chalice, CognitoUserPoolAuthorizer, Response
 from chalice.test import Client
 
+from chalicelib.dashboard.routes import PAGE_REASON
 from chalicelib.edge import Call
-from chalicelib.routing import admin_route, tenant_route, unauthenticated_routes
+from chalicelib.routing import (
+    admin_route,
+    public_route,
+    public_routes,
+    tenant_route,
+    unauthenticated_routes,
+)
 from chalicelib.settings import Settings
 from tests.functional.conftest import auth
 
 # Routes a caller may reach without a verified token, on purpose, as "METHOD /path" with the
-# reason beside each. There are none: even a health check would go here, named.
-PUBLIC_ROUTES: dict[str, str] = {}
+# reason beside each. Each must be declared with `public_route` (a bare route is never an
+# exception), with that reason.
+PUBLIC_ROUTES: dict[str, str] = {
+    "GET /dashboard": PAGE_REASON,  # the page must load before anyone has signed in
+}
 
 POOL_ARN = "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_Example1"
 
@@ -32,6 +42,35 @@ def test_every_named_exception_is_a_route_of_the_app() -> None:
 
     routes = {f"{method} {path}" for path, entries in app.routes.items() for method in entries}
     assert set(PUBLIC_ROUTES) <= routes
+
+
+def test_every_named_exception_is_declared_public_with_its_reason() -> None:
+    from app import app
+
+    assert public_routes(app) == PUBLIC_ROUTES
+
+
+def test_a_public_route_is_reported_unless_named() -> None:
+    app = Chalice(app_name="throwaway")
+
+    @public_route(app, "/page", reason="a page before sign-in")
+    def page(settings: Settings) -> Response:
+        return Response(body="ok")
+
+    assert unauthenticated_routes(app) == {"GET /page": "declared public: a page before sign-in"}
+    assert unauthenticated_routes(app, exceptions={"GET /page"}) == {}
+    assert public_routes(app) == {"GET /page": "a page before sign-in"}
+    with pytest.raises(ValueError, match="reason"):
+        public_route(app, "/other", reason=" ")
+
+
+def test_authenticated_answers_are_never_cached(throwaway_client: Client) -> None:
+    for response in (
+        throwaway_client.http.get("/closed", headers=auth("tenant-a")),
+        throwaway_client.http.get("/closed"),  # refused: the 401 too
+    ):
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def throwaway_app() -> Chalice:

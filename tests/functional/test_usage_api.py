@@ -22,6 +22,8 @@ from tests.functional.conftest import BUCKET, auth, make_settings
 from tests.support.lake import Lake, create_catalog
 from tests.support.usage_events import event
 
+HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
+NOVA = "amazon.nova-lite-v1:0"
 NOW = datetime.now(UTC)
 TODAY = NOW.date()
 EVIL_TENANT = "x'); DROP TABLE token_usage_logs; -- /* ü 租户 */ ?"
@@ -66,6 +68,23 @@ def usage(client: Client, app_env: Settings) -> Client:
         ),
         event(EVIL_TENANT, start + timedelta(seconds=6)),
         event(EVIL_TENANT, start + timedelta(seconds=7)),
+        event(
+            "tenant-c",
+            start + timedelta(seconds=8),
+            input_tokens=3,
+            output_tokens=4,
+            cost_usd="0.25",
+            model_id=NOVA,
+        ),
+        event("tenant-c", start + timedelta(seconds=9), cost_usd="0.5"),
+        {
+            **event("tenant-c", start + timedelta(seconds=10), status="rejected", model_id=NOVA),
+            "request_count": 3,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "total_tokens": 0,
+            "cost_usd": "0",
+        },
     ]
     lake.put_raw(start, events)
     job(day=TODAY, now=NOW, config=lake.config, s3=lake.s3)
@@ -95,7 +114,8 @@ def test_each_tenant_sees_exactly_its_own_usage(usage: Client) -> None:
         "total_tokens": 61,
         "cost_usd": "0.1000175",
     }
-    assert a["days"] == [{"date": TODAY.isoformat(), **a["totals"]}]
+    assert a["models"] == [{"model_id": HAIKU, **a["totals"]}]
+    assert a["days"] == [{"date": TODAY.isoformat(), **a["totals"], "models": a["models"]}]
     b = body(get(usage, "/usage", "tenant-b"))
     assert (b["tenant_id"], b["totals"]["requests"], b["totals"]["total_tokens"]) == (
         "tenant-b",
@@ -165,7 +185,7 @@ def test_admins_see_every_tenant_and_can_filter_to_one(usage: Client) -> None:
     admin = {"cognito:groups": ["admins"]}
     everyone = body(get(usage, "/admin/usage", "provider", **admin))
     totals = {t["tenant_id"]: t["totals"]["requests"] for t in everyone["tenants"]}
-    assert totals == {"tenant-a": 3, "tenant-b": 1, EVIL_TENANT: 2}
+    assert totals == {"tenant-a": 3, "tenant-b": 1, EVIL_TENANT: 2, "tenant-c": 2}
     one = body(get(usage, "/admin/usage?tenant_id=tenant-b", "provider", **admin))
     assert [t["tenant_id"] for t in one["tenants"]] == ["tenant-b"]
     evil = body(get(usage, f"/admin/usage?tenant_id={quote(EVIL_TENANT)}", "provider", **admin))
@@ -222,3 +242,53 @@ def test_an_unavailable_engine_gives_503_without_its_error_text(usage: Client) -
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"
     assert b"arn:aws" not in response.body
+
+
+def test_usage_is_split_by_model_for_the_period_and_each_day(usage: Client) -> None:
+    report = body(get(usage, "/usage", "tenant-c"))
+    by_model = {m["model_id"]: m for m in report["models"]}
+    assert list(by_model) == [NOVA, HAIKU]
+    # Three refusals aggregated in one event count as three failed requests.
+    assert (by_model[NOVA]["requests"], by_model[NOVA]["failed_requests"]) == (1, 3)
+    assert (by_model[NOVA]["input_tokens"], by_model[NOVA]["output_tokens"]) == (3, 4)
+    assert by_model[NOVA]["cost_usd"] == "0.25"
+    assert (by_model[HAIKU]["requests"], by_model[HAIKU]["cost_usd"]) == (1, "0.5")
+    assert report["totals"]["cost_usd"] == "0.75"
+    assert report["totals"]["failed_requests"] == 3
+    (day,) = report["days"]
+    assert day["models"] == report["models"]
+
+
+def test_admins_see_usage_by_model_per_tenant_and_across_tenants(usage: Client) -> None:
+    admin = {"cognito:groups": ["admins"]}
+    everyone = body(get(usage, "/admin/usage", "provider", **admin))
+    tenant_c = next(t for t in everyone["tenants"] if t["tenant_id"] == "tenant-c")
+    assert [m["model_id"] for m in tenant_c["models"]] == [NOVA, HAIKU]
+    across = {m["model_id"]: m["requests"] for m in everyone["models"]}
+    assert across == {NOVA: 1, HAIKU: 3 + 1 + 2 + 1}
+
+
+def test_admins_read_any_tenants_report_as_that_tenant_sees_it(usage: Client) -> None:
+    admin = {"cognito:groups": ["admins"]}
+    own = body(get(usage, "/usage?from=" + TODAY.replace(day=1).isoformat(), "tenant-c"))
+    seen = body(get(usage, "/admin/tenants/tenant-c/usage", "provider", **admin))
+    assert seen == own
+    nobody = body(get(usage, "/admin/tenants/nobody/usage", "provider", **admin))
+    assert (nobody["models"], nobody["days"]) == ([], [])
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/tenants/tenant-b/usage",
+        "/admin/tenants/tenant-a/usage",
+        "/admin/tenants/tenant-b/usage?tenant_id=tenant-a",
+    ],
+)
+def test_a_tenant_user_cannot_read_a_tenant_report_through_the_admin_route(
+    usage: Client, path: str
+) -> None:
+    response = get(usage, path)
+    assert response.status_code == 403
+    assert b"tenant-b" not in response.body
+    assert usage.http.get(path).status_code == 401

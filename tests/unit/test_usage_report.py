@@ -11,9 +11,10 @@ import pytest
 
 from chalicelib.analytics.engines import AthenaEngine, QueryResult
 from chalicelib.analytics.queries import (
-    ALL_TENANTS_USAGE,
+    ALL_TENANTS_MODEL_USAGE,
+    ONE_TENANT_MODEL_USAGE,
     ONE_TENANT_USAGE,
-    TENANT_DAILY_USAGE,
+    TENANT_DAILY_MODEL_USAGE,
 )
 from chalicelib.analytics.reports import Period, tenant_usage, tenants_usage
 from chalicelib.errors import AnalyticsUnavailableError
@@ -43,17 +44,21 @@ class FakeEngine:
         return self.result
 
 
+HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
+NOVA = "amazon.nova-lite-v1:0"
+
+
 def test_tenant_report_sums_days_exactly_and_binds_the_tenant_as_a_parameter() -> None:
     engine = FakeEngine(
-        ("usage_date", *COLUMNS),
+        ("usage_date", "model_id", *COLUMNS),
         [
-            ("2025-12-02", 2, 1, 30, 15, 0, 4, 49, Decimal("0.100000000000")),
-            ("2025-12-05", 1, 0, 10, 5, 2, 0, 17, Decimal("0.200000000000")),
+            ("2025-12-02", HAIKU, 2, 1, 30, 15, 0, 4, 49, Decimal("0.100000000000")),
+            ("2025-12-05", HAIKU, 1, 0, 10, 5, 2, 0, 17, Decimal("0.200000000000")),
         ],
     )
     report = tenant_usage(engine, "t'; --", PERIOD)
     assert engine.calls == [
-        (TENANT_DAILY_USAGE.sql, ("t'; --", "2025", "2025", "2025-12-01", "2025-12-31"))
+        (TENANT_DAILY_MODEL_USAGE.sql, ("t'; --", "2025", "2025", "2025-12-01", "2025-12-31"))
     ]
     assert report["tenant_id"] == "t'; --"
     assert (report["from"], report["to"]) == ("2025-12-01", "2025-12-31")
@@ -67,26 +72,70 @@ def test_tenant_report_sums_days_exactly_and_binds_the_tenant_as_a_parameter() -
         "total_tokens": 66,
         "cost_usd": "0.3",
     }
+    assert report["models"] == [{"model_id": HAIKU, **report["totals"]}]
     assert [day["date"] for day in report["days"]] == ["2025-12-02", "2025-12-05"]
     assert report["days"][0]["cost_usd"] == "0.1"
+    assert [m["model_id"] for m in report["days"][0]["models"]] == [HAIKU]
+
+
+def test_tenant_report_splits_each_day_and_the_period_by_model_exactly() -> None:
+    engine = FakeEngine(
+        ("usage_date", "model_id", *COLUMNS),
+        [
+            ("2025-12-02", NOVA, 1, 0, 7, 3, 0, 0, 10, Decimal("0.000000100001")),
+            ("2025-12-02", HAIKU, 2, 1, 30, 15, 0, 4, 49, Decimal("0.1")),
+            ("2025-12-03", NOVA, 4, 2, 1, 1, 0, 0, 2, None),  # refusals only: NULL cost
+        ],
+    )
+    report = tenant_usage(engine, "t", PERIOD)
+    by_model = {m["model_id"]: m for m in report["models"]}
+    assert [m["model_id"] for m in report["models"]] == [NOVA, HAIKU]  # by model id
+    assert by_model[NOVA]["requests"] == 5
+    assert by_model[NOVA]["failed_requests"] == 2
+    assert by_model[NOVA]["cost_usd"] == "0.000000100001"
+    assert by_model[HAIKU]["total_tokens"] == 49
+    first = report["days"][0]
+    assert (first["date"], first["requests"], first["cost_usd"]) == (
+        "2025-12-02",
+        3,
+        "0.100000100001",
+    )
+    assert [(m["model_id"], m["requests"]) for m in first["models"]] == [(NOVA, 1), (HAIKU, 2)]
+    assert report["totals"]["requests"] == sum(m["requests"] for m in report["models"]) == 7
+    assert report["totals"]["cost_usd"] == "0.100000100001"
 
 
 def test_a_tenant_without_usage_gets_zero_totals_and_no_days() -> None:
-    report = tenant_usage(FakeEngine(("usage_date", *COLUMNS), []), "t", PERIOD)
+    report = tenant_usage(FakeEngine(("usage_date", "model_id", *COLUMNS), []), "t", PERIOD)
     assert report["days"] == []
+    assert report["models"] == []
     assert report["totals"]["requests"] == 0
     assert report["totals"]["cost_usd"] == "0"
 
 
 def test_admin_report_uses_the_filtered_query_only_with_a_tenant() -> None:
-    rows = [("a", 1, 0, 1, 1, 0, 0, 2, None), ("b", 0, 1, 0, 0, 0, 0, 0, Decimal(0))]
-    engine = FakeEngine(("tenant_id", *COLUMNS), rows)
+    rows = [
+        ("a", HAIKU, 1, 0, 1, 1, 0, 0, 2, None),
+        ("a", NOVA, 2, 0, 1, 1, 0, 0, 2, Decimal("0.5")),
+        ("b", HAIKU, 0, 1, 0, 0, 0, 0, 0, Decimal(0)),
+    ]
+    engine = FakeEngine(("tenant_id", "model_id", *COLUMNS), rows)
     report = tenants_usage(engine, PERIOD)
     tenants_usage(engine, PERIOD, "b")
-    assert [sql for sql, _ in engine.calls] == [ALL_TENANTS_USAGE.sql, ONE_TENANT_USAGE.sql]
+    assert [sql for sql, _ in engine.calls] == [
+        ALL_TENANTS_MODEL_USAGE.sql,
+        ONE_TENANT_MODEL_USAGE.sql,
+    ]
     assert engine.calls[1][1][0] == "b"
     assert [t["tenant_id"] for t in report["tenants"]] == ["a", "b"]
-    assert report["tenants"][0]["totals"]["cost_usd"] == "0"  # NULL sum is zero
+    a, b = report["tenants"]
+    assert (a["totals"]["requests"], a["totals"]["cost_usd"]) == (3, "0.5")
+    assert [m["model_id"] for m in a["models"]] == [NOVA, HAIKU]
+    assert b["totals"]["cost_usd"] == "0"  # NULL sum is zero
+    assert [(m["model_id"], m["requests"], m["failed_requests"]) for m in report["models"]] == [
+        (NOVA, 2, 0),
+        (HAIKU, 1, 1),
+    ]
 
 
 def test_athena_engine_sends_the_sql_unchanged_and_values_as_quoted_parameters() -> None:

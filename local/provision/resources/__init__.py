@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from local.provision.resources import cognito, dynamodb, firehose, glue_athena, logs_iam, s3, sns
+from local.provision.resources import (
+    cloudwatch,
+    cognito,
+    dynamodb,
+    firehose,
+    glue_athena,
+    logs_iam,
+    s3,
+    sns,
+)
 from local.provision.resources.base import ResourceKind
 
 KINDS: Final[Mapping[str, ResourceKind]] = {
@@ -16,6 +25,7 @@ KINDS: Final[Mapping[str, ResourceKind]] = {
     **glue_athena.KINDS,
     **dynamodb.KINDS,
     **sns.KINDS,
+    **cloudwatch.KINDS,
 }
 
 SUPPORTED_RESOURCE_TYPES: Final = frozenset(KINDS)

@@ -1,0 +1,121 @@
+"""Live call metrics: one CloudWatch Embedded Metric Format line per model call, on stdout."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, TextIO
+
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
+    AmazonCloudWatchEMFProvider,
+)
+
+from chalicelib.usage import UsageEvent
+
+logger = logging.getLogger(__name__)
+
+# CloudWatch namespace and dimensions of every metric; analytics_infra/template.yaml's
+# dashboard searches exactly these (tests/unit/test_call_metrics.py keeps them in step).
+NAMESPACE = "BedrockSaaSMetering"
+DIMENSIONS: tuple[str, ...] = ("stage", "tenant_id", "model_id")
+# A field on every line, so Logs Insights can pick the calls out of the function's other logs.
+KIND = "model_call"
+
+# Metric name -> CloudWatch unit. Cost is a double here (CloudWatch has nothing else); the
+# exact decimal stays in the line's `cost_usd` field and, for billing, in the usage event.
+METRIC_UNITS: Mapping[str, str] = {
+    "Requests": "Count",
+    "Errors": "Count",
+    "Rejected": "Count",
+    "InputTokens": "Count",
+    "OutputTokens": "Count",
+    "CostUSD": "None",
+    "Latency": "Milliseconds",
+}
+_ERROR_STATUSES = frozenset({"error", "aborted"})
+
+
+def emf_document(event: UsageEvent, *, namespace: str = NAMESPACE) -> dict[str, Any]:
+    """One call as an Embedded Metric Format document (validated by Powertools).
+
+    Every event counts as `request_count` requests; `Errors` counts model failures and
+    aborted calls, `Rejected` the calls refused before the model (budget, rate, plan).
+    `Latency` is left out for refusals: they never waited for a model, and would pull the
+    percentiles down.
+    """
+    # Fresh sets each time: Powertools' `Metrics` class shares one metric set per process,
+    # which concurrent requests would mix; the provider with its own sets does not.
+    # service="" rather than None: a POWERTOOLS_SERVICE_NAME in the environment would add a
+    # `service` dimension and so change every metric's identity; the dimensions are DIMENSIONS.
+    provider = AmazonCloudWatchEMFProvider(
+        namespace=namespace, service="", metric_set={}, dimension_set={}, metadata_set={}
+    )
+    count = event.request_count
+    values: dict[str, float] = {
+        "Requests": count,
+        "Errors": count if event.status in _ERROR_STATUSES else 0,
+        "Rejected": count if event.status == "rejected" else 0,
+        "InputTokens": event.tokens.input_tokens,
+        "OutputTokens": event.tokens.output_tokens,
+        "CostUSD": float(Decimal(event.cost_usd)),
+    }
+    if event.status != "rejected":
+        values["Latency"] = event.latency_ms
+    for name, value in values.items():
+        provider.add_metric(name=name, unit=METRIC_UNITS[name], value=value)
+    dimensions = (event.stage, event.tenant_id, event.model_id)
+    for dimension, dimension_value in zip(DIMENSIONS, dimensions, strict=True):
+        provider.add_dimension(name=dimension, value=dimension_value)
+    provider.add_metadata("kind", KIND)
+    provider.add_metadata("event_id", event.event_id)
+    provider.add_metadata("status", event.status)
+    provider.add_metadata("error_code", event.error_code)
+    provider.add_metadata("cost_usd", event.cost_usd)
+    provider.add_metadata("request_id", event.request_id)
+    provider.set_timestamp(event.timestamp)
+    document = dict(provider.serialize_metric_set())
+    # Powertools writes each value as a list ([37.0]); EMF also takes a plain number, which
+    # Logs Insights reads as the field itself (a list would be `InputTokens.0`) and which
+    # keeps counts as integers: a shorter line.
+    document.update(values)
+    return document
+
+
+class EmfCallMetrics:
+    """Writes each call's EMF line to stdout, where Lambda sends it to CloudWatch Logs and
+    CloudWatch turns it into metrics: no AWS call on the request path. Locally the line lands
+    in `chalice local`'s output (.local/logs/api.log)."""
+
+    def __init__(self, *, namespace: str = NAMESPACE, stream: TextIO | None = None) -> None:
+        self._namespace = namespace
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def observe(self, event: UsageEvent) -> None:
+        """Emit the call's line. Never raises: the call is already billed and recorded, and a
+        missing metric must not turn it into an error."""
+        try:
+            line = json.dumps(emf_document(event, namespace=self._namespace), separators=(",", ":"))
+            stream = self._stream or sys.stdout
+            with self._lock:  # one whole line at a time, whatever the threads
+                stream.write(line + "\n")
+                stream.flush()
+        except Exception as exc:
+            logger.warning(
+                "call metrics not written",
+                extra={"event_id": event.event_id, "error_type": type(exc).__name__},
+            )
+
+
+class InMemoryCallMetrics:
+    """The metrics port's fake: keeps the events it was told about."""
+
+    def __init__(self) -> None:
+        self.events: list[UsageEvent] = []
+
+    def observe(self, event: UsageEvent) -> None:
+        self.events.append(event)
