@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from chalicelib.analytics import maintenance
+from chalicelib.analytics.catalog import PartitionCatalog
 from chalicelib.analytics.partitions import PartitionJobConfig, Progress
+from chalicelib.analytics.state import CurationStateStore, DynamoCurationStateStore
 from chalicelib.bedrock import BedrockModel
 from chalicelib.budgets.alerts import AlertPublisher, BudgetAlerts, SnsAlertPublisher
 from chalicelib.budgets.dynamo import DynamoBudgetStore
@@ -71,6 +73,7 @@ OVERRIDABLE = frozenset(
         "alert_publisher",
         "budget_clock",
         "usage_event_finder",
+        "curation_state",
     }
 )
 
@@ -282,8 +285,7 @@ def query_engine(settings: Settings) -> QueryEngine:
         if settings.query_engine == ENGINE_DUCKDB:
             return DuckDBEngine(
                 s3=analytics_s3(settings),
-                bucket=settings.analytics_bucket,
-                prefix=settings.curated_prefix,
+                catalog=partition_catalog(settings),
                 database=settings.glue_database,
                 table=settings.glue_table,
             )
@@ -296,6 +298,26 @@ def query_engine(settings: Settings) -> QueryEngine:
     return _container.get("query_engine", settings, build)
 
 
+def partition_catalog(settings: Settings) -> PartitionCatalog:
+    """The curated table's Glue partitions (where each day's current generation is)."""
+    return PartitionCatalog(
+        settings.glue_database, settings.glue_table, client=client("glue", settings)
+    )
+
+
+def curation_state(settings: Settings) -> CurationStateStore:
+    """Each curated day's committed generation and lease (the curation table)."""
+    if not settings.curation_table:
+        raise ConfigurationError("CURATION_TABLE must be set where usage is curated")
+    return _container.get(
+        "curation_state",
+        settings,
+        lambda: DynamoCurationStateStore(
+            settings.curation_table, client=client("dynamodb", settings)
+        ),
+    )
+
+
 def run_partition_maintenance(
     settings: Settings,
     now: datetime,
@@ -305,6 +327,7 @@ def run_partition_maintenance(
     allow_shrink: bool = False,
     progress: Progress | None = None,
     keep_going: bool = True,
+    wait_s: float = 0.0,
 ) -> dict[str, Any]:
     """Partition maintenance with the stage's clients, for the days `days_back` from `now`
     (the schedules, the local job loop, `meterctl backfill`); see `maintenance.run`."""
@@ -313,11 +336,13 @@ def run_partition_maintenance(
         now,
         days_back,
         s3=analytics_s3(settings),
-        boto3_session=analytics_session(settings),
+        catalog=partition_catalog(settings),
+        state=curation_state(settings),
         force=force,
         allow_shrink=allow_shrink,
         progress=progress,
         keep_going=keep_going,
+        wait_s=wait_s,
     )
 
 
