@@ -307,15 +307,15 @@ def partition_catalog(settings: Settings) -> PartitionCatalog:
 
 def curation_state(settings: Settings) -> CurationStateStore:
     """Each curated day's committed generation and lease (the curation table)."""
-    if not settings.curation_table:
-        raise ConfigurationError("CURATION_TABLE must be set where usage is curated")
-    return _container.get(
-        "curation_state",
-        settings,
-        lambda: DynamoCurationStateStore(
+
+    def build() -> CurationStateStore:
+        if not settings.curation_table:
+            raise ConfigurationError("CURATION_TABLE must be set where usage is curated")
+        return DynamoCurationStateStore(
             settings.curation_table, client=client("dynamodb", settings)
-        ),
-    )
+        )
+
+    return _container.get("curation_state", settings, build)
 
 
 def run_partition_maintenance(

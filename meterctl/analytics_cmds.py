@@ -224,7 +224,7 @@ def cmd_backfill(args: argparse.Namespace, target: Target) -> int:
     except MeteringError as exc:
         raise CliError(exc.message) from None
     results = summary["partitions"]
-    columns = ["day", "status", "input_objects", "lines", "events", "duplicates", "invalid_lines"]
+    columns = ["day", "status", "input_objects", "lines", "events", "duplicates", "quarantined"]
     print(render(columns, [[r[c] for c in columns] for r in results]), end="")
     orphaned = {d: n for r in results for d, n in r["orphaned"].items()}
     if orphaned:

@@ -11,7 +11,7 @@ import pytest
 from chalicelib import wiring
 from chalicelib.settings import Settings
 from meterctl.cli import main
-from tests.support.lake import Lake, create_catalog
+from tests.support.lake import CURATION_TABLE, Lake, create_catalog
 from tests.support.usage_events import event
 
 BUCKET = "meterctl-analytics-test"
@@ -24,7 +24,7 @@ def outputs(local_endpoint: str, tmp_path: Path) -> Path:
     settings = Settings.from_env({"AWS_ENDPOINT_URL": local_endpoint})
     s3 = wiring.client("s3", settings)
     s3.create_bucket(Bucket=BUCKET)
-    create_catalog(BUCKET, wiring.client("glue", settings))
+    create_catalog(BUCKET, wiring.client("glue", settings), wiring.client("dynamodb", settings))
     Lake(BUCKET, client=s3).put_raw(
         DAY, [event("tenant-a", DAY), event("tenant-a", DAY), event("tenant-b", DAY)]
     )
@@ -35,6 +35,7 @@ def outputs(local_endpoint: str, tmp_path: Path) -> Path:
                 "AnalyticsBucketName": BUCKET,
                 "GlueDatabaseName": "bedrock_metering_db",
                 "GlueTableName": "token_usage_logs",
+                "CurationTableName": CURATION_TABLE,
                 "AwsEndpointUrl": local_endpoint,
                 "Region": "us-east-1",
             }
@@ -90,7 +91,16 @@ def test_a_failing_day_stops_the_backfill_with_its_reason(
     capsys.readouterr()
 
     code = main(
-        ["--outputs", str(outputs), "backfill", "--from", "2025-12-07", "--to", "2025-12-08"]
+        [
+            "--outputs",
+            str(outputs),
+            "backfill",
+            "--from",
+            "2025-12-07",
+            "--to",
+            "2025-12-08",
+            "--force",
+        ]
     )
     err = capsys.readouterr().err
     assert code == 2

@@ -116,7 +116,11 @@ def test_null_required_fields_are_caught_on_the_vectorised_path_too() -> None:
 
 
 def test_cost_stays_exact() -> None:
-    for text, value in (("0.000000000001", "1E-12"), ("1e-5", "0.00001"), ("0.10000000000000", "0.1")):
+    for text, value in (
+        ("0.000000000001", "1E-12"),
+        ("1e-5", "0.00001"),
+        ("0.10000000000000", "0.1"),
+    ):
         (row,) = parse_lines(ndjson([event(cost_usd=text)]), "raw/k").table.to_pylist()
         assert row["cost_usd"] == Decimal(value)
     costs = ["0.1", "0.2", "0.000000000001", "12345678901234567890.123456789012"]
@@ -163,7 +167,9 @@ def test_dedupe_keeps_the_earliest_copy_whatever_the_read_order() -> None:
 
 def test_partition_rows_are_one_copy_each_ordered_by_tenant_then_time() -> None:
     later = event("a", at="2025-12-07T11:00:00.000Z", event_id="a2")
-    table, _, _ = parse(ndjson([event("b", event_id="b1"), later, event("a", event_id="a1"), later]))
+    table, _, _ = parse(
+        ndjson([event("b", event_id="b1"), later, event("a", event_id="a1"), later])
+    )
     rows, dropped = partition_rows(table)
     assert dropped == 1
     assert rows.column("event_id").to_pylist() == ["a1", "a2", "b1"]
