@@ -177,7 +177,7 @@ def test_the_schedules_run_through_chalice_with_the_events_clock(
     assert [(p["day"], p["status"], p["events"]) for p in today["partitions"]] == [
         ("2025-12-07", "written", 1)
     ]
-    cw_event["time"] = "2025-12-07T00:40:00Z"
+    cw_event["time"] = "2025-12-07T03:10:00Z"
     yesterday = client.lambda_.invoke("maintain_usage_yesterday", cw_event).payload
     assert [(p["day"], p["events"]) for p in yesterday["partitions"]] == [("2025-12-06", 1)]
     cw_event["time"] = "2025-12-09T03:20:00Z"
