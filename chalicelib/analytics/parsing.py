@@ -294,13 +294,18 @@ def _parse_vectorised(body: bytes, key: str) -> ParsedObject | None:
 
 def _read_json(body: bytes) -> Any:
     """The object as read by Arrow with one row per line, or None if Arrow's reading could
-    differ from the line-by-line rule's (blank lines, several values on one line, invalid
-    UTF-8, unknown fields, a value of the wrong JSON type)."""
+    differ from the line-by-line rule's (blank lines, a line that is not an object, several
+    values on one line, invalid UTF-8, unknown fields, a value of the wrong JSON type)."""
     import pyarrow as pa
     import pyarrow.json as pj
 
     core = body[:-1] if body.endswith(b"\n") else body
     if not core or _BLANK_LINE.search(core):
+        return None
+    # Every line must open an object: besides being the only shape an event has, this keeps
+    # Arrow's reader away from inputs it cannot take (pyarrow 25 crashes the process, no
+    # exception, on an object whose first line is `null`).
+    if not core.startswith(b"{") or core.count(b"\n") != core.count(b"\n{"):
         return None
     try:
         core.decode("utf-8")

@@ -47,6 +47,7 @@ POISON = {
     "timestamp without zone": json.dumps({**event(), "timestamp": "2025-12-07T12:00:00"}).encode(),
     "two objects on a line": ndjson([event(), event()]).replace(b"\n", b"", 1).rstrip(b"\n"),
     "not an object": b"[1, 2, 3]",
+    "null": b"null",  # pyarrow's JSON reader crashes the process on an object starting so
 }
 REASONS = {
     "not JSON": "not JSON",
@@ -63,6 +64,7 @@ REASONS = {
     "timestamp without zone": "no time zone",
     "two objects on a line": "not JSON",
     "not an object": "not a JSON object",
+    "null": "not a JSON object",
 }
 
 
@@ -147,6 +149,14 @@ def test_a_poison_line_among_good_events_costs_only_itself(lake: Lake, name: str
     again = lake.run(DAY, force=True)  # a rebuild quarantines the same line, once
     assert (again.events, again.quarantined) == (4, 1)
     assert len(list(quarantine.listing(lake.s3, BUCKET, BucketLayout()))) == 1
+
+
+def test_an_object_whose_first_line_is_null_is_curated_around_it(lake: Lake) -> None:
+    lake.s3.put_object(
+        Bucket=BUCKET, Key="raw/2025/12/07/12/n", Body=b"null\n" + ndjson([event(at=NOON)])
+    )
+    result = lake.run(DAY)
+    assert (result.events, result.quarantined) == (1, 1)
 
 
 # --------------------------------------------------------------------------- overlap
