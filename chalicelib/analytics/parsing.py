@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,8 +42,8 @@ _LAST_INSTANT = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
 # timestamp with a space or 7 fractional digits) goes to the line-by-line path, which decides.
 _PLAIN_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
 _PLAIN_COST = r"^\d{1,26}(\.\d{1,12})?$"
-_BLANK_LINE = re.compile(rb"(?:^|\n)[ \t\r]*(?:\n|$)")
 _BLOCK_BYTES = 8 << 20
+_NEWLINE, _OPEN_BRACE = ord("\n"), ord("{")
 
 
 class InvalidEventError(MeteringError, ValueError):
@@ -296,16 +295,19 @@ def _read_json(body: bytes) -> Any:
     """The object as read by Arrow with one row per line, or None if Arrow's reading could
     differ from the line-by-line rule's (blank lines, a line that is not an object, several
     values on one line, invalid UTF-8, unknown fields, a value of the wrong JSON type)."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.json as pj
 
     core = body[:-1] if body.endswith(b"\n") else body
-    if not core or _BLANK_LINE.search(core):
+    # Every line must open an object (so none is blank): besides being the only shape an
+    # event has, this keeps Arrow's reader away from inputs it cannot take (pyarrow 25 crashes
+    # the process, no exception, on an object whose first line is `null`).
+    if not core.startswith(b"{") or core.endswith(b"\n"):
         return None
-    # Every line must open an object: besides being the only shape an event has, this keeps
-    # Arrow's reader away from inputs it cannot take (pyarrow 25 crashes the process, no
-    # exception, on an object whose first line is `null`).
-    if not core.startswith(b"{") or core.count(b"\n") != core.count(b"\n{"):
+    data = np.frombuffer(core, dtype=np.uint8)
+    newlines = np.flatnonzero(data == _NEWLINE)
+    if not bool((data[newlines + 1] == _OPEN_BRACE).all()):
         return None
     try:
         core.decode("utf-8")
@@ -321,7 +323,7 @@ def _read_json(body: bytes) -> Any:
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
-    return raw if raw.num_rows == core.count(b"\n") + 1 else None
+    return raw if raw.num_rows == len(newlines) + 1 else None
 
 
 def _column(column: Any, name: str, schema: Any) -> Any:

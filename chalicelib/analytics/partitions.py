@@ -24,7 +24,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -75,7 +75,9 @@ logger = logging.getLogger(__name__)
 
 # Bump when the same inputs would now give a different partition: every day is rebuilt once.
 JOB_VERSION = 2
-READ_CONCURRENCY = 4
+# Objects fetched and parsed at once: enough to hide S3's latency and keep two cores busy;
+# each holds about 5 MB of JSON and its parsed rows.
+READ_CONCURRENCY = 6
 # Rows per event-id bucket: one bucket is in memory at a time while it is merged, sorted and
 # written (about 300 bytes a row in Arrow, a few copies on the way to Parquet).
 ROWS_PER_BUCKET = 400_000
@@ -597,7 +599,6 @@ def _build(
     say: Progress,
 ) -> _Build:
     """Read the new objects into a bucketed spill, then merge and write bucket by bucket."""
-    _use_returning_allocator()
     base = None if plan.full else plan.base
     old_buckets = base.buckets if base is not None else 0
     old_events = base.events if base is not None else 0
@@ -638,12 +639,13 @@ def _read_into(
     layout = config.layout
 
     def fetch(obj: SourceObject) -> tuple[Any, int, tuple[PoisonLine, ...], dict[date, Any]]:
+        # In a reader thread: everything per object that needs no shared state.
         body = s3.get_object(Bucket=config.bucket, Key=obj.key)["Body"].read()
         parsed = parse_object(body, obj.key)
         del body
         on_day, others = split_by_day(parsed.table, day)
         rows = with_origin(on_day, NEW_RANK, SOURCES.index(obj.source), order[obj.key])
-        return rows, parsed.lines, parsed.poison, others
+        return spill.partition(rows), parsed.lines, parsed.poison, others
 
     last_report = time.monotonic()
     for done, (obj, (rows, lines, poison, others)) in enumerate(
@@ -660,7 +662,7 @@ def _read_into(
             if not in_window(obj.hour, other_day, config.lateness_hours, config.early_hours):
                 tally.orphaned[other_day.isoformat()] += table.num_rows
                 _refile(s3, config, table)
-        spill.add(rows)
+        spill.add_parts(rows)
         lease.checkpoint()
         if time.monotonic() - last_report >= PROGRESS_INTERVAL_S or done == len(new):
             last_report = time.monotonic()
@@ -680,6 +682,9 @@ def _refile(s3: Any, config: PartitionJobConfig, table: Any) -> None:
         s3.put_object(Bucket=config.bucket, Key=key, Body=body, ContentType="application/json")
 
 
+MERGE_WORKERS = 2  # buckets merged at once: sorting and Parquet encoding release the GIL
+
+
 def _merge(
     s3: Any,
     config: PartitionJobConfig,
@@ -694,75 +699,109 @@ def _merge(
     """Each bucket: committed rows + spilled rows -> one copy per event -> one Parquet file.
 
     Buckets double, never merge, so an old bucket feeds whole new ones: bucket b of the old
-    generation splits into new buckets b, b + old, b + 2 * old, ...
+    generation splits into new buckets b, b + old, b + 2 * old, ... Two groups are merged at
+    a time; each holds one old bucket and its new buckets' rows, so memory stays bounded.
     """
-    import numpy as np
-    import pyarrow as pa
-
     layout = config.layout
     old_buckets = base.buckets if base is not None else 0
-    old_files = {}
+    old_files: dict[int, str] = {}
     if base is not None:
         for key in base.files:
             number = layout.bucket_of_file(key)
             if number is not None:
                 old_files[number] = key
     files: list[str] = []
-    events = 0
-    old_read = 0
-    uploads: list[Future[None]] = []
+    events = old_read = 0
     with (
         tempfile.TemporaryDirectory(prefix="parquet-", dir=config.spill_dir) as scratch,
-        ThreadPoolExecutor(2) as uploader,
+        ThreadPoolExecutor(MERGE_WORKERS) as pool,
     ):
-        for group in range(old_buckets or buckets):
-            children = list(range(group, buckets, old_buckets)) if old_buckets else [group]
-            old_parts: dict[int, Any] = {}
-            if group in old_files:
-                if len(children) == 1 and spill.rows[group] == 0:
-                    key = layout.curated_file_key(folder, group)
-                    s3.copy_object(
-                        Bucket=config.bucket,
-                        Key=key,
-                        CopySource={"Bucket": config.bucket, "Key": old_files[group]},
-                    )
-                    files.append(key)
-                    continue
-                old = _committed_rows(s3, config.bucket, old_files[group])
-                old_read += old.num_rows
-                if len(children) == 1:
-                    old_parts[group] = old
-                else:
-                    which = id_hashes(old.column("event_id")) % np.uint64(buckets)
-                    for child in children:
-                        old_parts[child] = old.filter(pa.array(which == np.uint64(child)))
-                del old
-            for child in children:
-                old_part = old_parts.pop(child, None)
-                parts = [spill.read(child)] if old_part is None else [old_part, spill.read(child)]
-                table = concat(parts, spill.schema)
-                spill.discard(child)
-                if table.num_rows == 0:
-                    continue
-                rows, dropped = partition_rows(table)
-                del table
-                tally.duplicates += dropped
-                events += rows.num_rows
-                path = os.path.join(scratch, f"part-{child:04d}.parquet")
-                curated.write_parquet(rows, path)
-                del rows
-                key = layout.curated_file_key(folder, child)
-                files.append(key)
-                uploads.append(uploader.submit(_upload_and_remove, s3, config.bucket, key, path))
-                lease.checkpoint()
-        for upload in uploads:
-            upload.result()
+
+        def group(number: int) -> _Merged:
+            children = list(range(number, buckets, old_buckets)) if old_buckets else [number]
+            return _merge_group(
+                s3,
+                config,
+                number,
+                children=children,
+                old_file=old_files.get(number),
+                spill=spill,
+                folder=folder,
+                scratch=scratch,
+            )
+
+        for merged in pool.map(group, range(old_buckets or buckets)):
+            files.extend(merged.files)
+            events += merged.events
+            old_read += merged.old_read
+            tally.duplicates += merged.duplicates
+            lease.checkpoint()
     return tuple(sorted(files)), events, old_read
 
 
-def _upload_and_remove(s3: Any, bucket: str, key: str, path: str) -> None:
-    curated.upload(s3, bucket, key, path)
-    os.remove(path)
+@dataclass(frozen=True)
+class _Merged:
+    files: tuple[str, ...]
+    events: int
+    old_read: int
+    duplicates: int
+
+
+def _merge_group(
+    s3: Any,
+    config: PartitionJobConfig,
+    number: int,
+    *,
+    children: list[int],
+    old_file: str | None,
+    spill: BucketSpill,
+    folder: str,
+    scratch: str,
+) -> _Merged:
+    import numpy as np
+    import pyarrow as pa
+
+    layout = config.layout
+    old_parts: dict[int, Any] = {}
+    old_read = 0
+    if old_file is not None:
+        if len(children) == 1 and spill.rows[number] == 0:
+            key = layout.curated_file_key(folder, number)
+            s3.copy_object(
+                Bucket=config.bucket, Key=key, CopySource={"Bucket": config.bucket, "Key": old_file}
+            )
+            return _Merged((key,), 0, 0, 0)
+        old = _committed_rows(s3, config.bucket, old_file)
+        old_read = old.num_rows
+        if len(children) == 1:
+            old_parts[number] = old
+        else:
+            which = id_hashes(old.column("event_id")) % np.uint64(spill.buckets)
+            for child in children:
+                old_parts[child] = old.filter(pa.array(which == np.uint64(child)))
+        del old
+    files: list[str] = []
+    events = duplicates = 0
+    for child in children:
+        old_part = old_parts.pop(child, None)
+        parts = [spill.read(child)] if old_part is None else [old_part, spill.read(child)]
+        table = concat(parts, spill.schema)
+        del parts, old_part
+        spill.discard(child)
+        if table.num_rows == 0:
+            continue
+        rows, dropped = partition_rows(table)
+        del table
+        duplicates += dropped
+        events += rows.num_rows
+        path = os.path.join(scratch, f"part-{child:04d}.parquet")
+        curated.write_parquet(rows, path)
+        del rows
+        key = layout.curated_file_key(folder, child)
+        curated.upload(s3, config.bucket, key, path)
+        os.remove(path)
+        files.append(key)
+    return _Merged(tuple(files), events, old_read, duplicates)
 
 
 def _committed_rows(s3: Any, bucket: str, key: str) -> Any:
@@ -812,25 +851,6 @@ def _delete_folder(s3: Any, bucket: str, folder: str) -> None:
 
 
 # --------------------------------------------------------------------------- reporting
-
-
-def _use_returning_allocator() -> None:
-    """Make Arrow give freed memory back to the system at once, for the rest of this process.
-
-    Arrow's default allocator keeps freed memory for reuse, mostly by the thread that freed
-    it; the reader threads' memory then sits unused while the merge allocates more, and the
-    peak grows. jemalloc with no decay returns it; malloc is the fallback where pyarrow was
-    built without jemalloc. The job runs in a process of its own (Lambda, the local stack's
-    child process, the CLI), so changing the process-wide default there is safe.
-    """
-    import pyarrow as pa
-
-    try:
-        pool = pa.jemalloc_memory_pool()
-        pa.jemalloc_set_decay_ms(0)
-    except NotImplementedError:
-        pool = pa.system_memory_pool()
-    pa.set_memory_pool(pool)
 
 
 def _report(result: PartitionResult, poison: Sequence[PoisonLine]) -> None:
