@@ -428,7 +428,8 @@ def main() -> None:
             f"(targets: >= {TARGET_RATE:,} events/s, <= {TARGET_PEAK_MB} MB peak)"
         )
         header = (
-            f"{'events':>10} {'raw MB':>7} {'job s':>7} {'events/s':>9} {'peak MB':>8} "
+            f"{'events':>10} {'raw MB':>7} {'job s':>7} {'read s':>6} {'merge s':>6} "
+            f"{'events/s':>9} {'peak MB':>8} "
             f"{'spill MB':>8} {'files':>5} | {'old s':>7} {'old ev/s':>9} {'old MB':>7} "
             f"{'speed-up':>8}"
         )
@@ -439,7 +440,8 @@ def main() -> None:
             new = run_child(environment, day)
             rate = new["events"] / new["seconds"]
             line = (
-                f"{new['events']:>10} {filled['mb']:>7.0f} {new['seconds']:>7.1f} {rate:>9.0f} "
+                f"{new['events']:>10} {filled['mb']:>7.0f} {new['seconds']:>7.1f} "
+                f"{new['read_s']:>6.1f} {new['merge_s']:>6.1f} {rate:>9.0f} "
                 f"{new['peak_mb']:>8.0f} {new['spill_mb']:>8.0f} {new['files']:>5} |"
             )
             if previous:

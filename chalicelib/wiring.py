@@ -15,7 +15,7 @@ from chalicelib.bedrock import BedrockModel
 from chalicelib.budgets.alerts import AlertPublisher, BudgetAlerts, SnsAlertPublisher
 from chalicelib.budgets.dynamo import DynamoBudgetStore
 from chalicelib.budgets.plans import default_plan
-from chalicelib.budgets.repair import S3UsageEventFinder, UsageEventFinder, repair_budgets
+from chalicelib.budgets.repair import UsageEventFinder, repair_budgets
 from chalicelib.budgets.service import BudgetService
 from chalicelib.budgets.store import BudgetStore
 from chalicelib.chat import ChatLimits, ChatService
@@ -402,17 +402,25 @@ def budget_service(settings: Settings) -> BudgetService:
 
 
 def usage_event_finder(settings: Settings) -> UsageEventFinder:
-    """Reads usage events back from the analytics bucket (for the budget repair job)."""
-    return _container.get(
-        "usage_event_finder",
-        settings,
-        lambda: S3UsageEventFinder(
-            settings.analytics_bucket,
-            settings.raw_prefix,
-            settings.fallback_prefix,
-            client=analytics_s3(settings),
-        ),
-    )
+    """Finds usage events by id for the budget repair: fallback, the curated generation's row
+    groups, then the raw objects not curated yet (a day never curated: raw only)."""
+
+    def build() -> UsageEventFinder:
+        from chalicelib.analytics.lookup import CuratedEventFinder
+        from chalicelib.layout import BucketLayout
+
+        return CuratedEventFinder(
+            bucket=settings.analytics_bucket,
+            layout=BucketLayout(
+                raw_prefix=settings.raw_prefix,
+                fallback_prefix=settings.fallback_prefix,
+                curated_prefix=settings.curated_prefix,
+            ),
+            s3=analytics_s3(settings),
+            state=curation_state(settings) if settings.curation_table else None,
+        )
+
+    return _container.get("usage_event_finder", settings, build)
 
 
 def run_budget_repair(settings: Settings, now: datetime) -> dict[str, int]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -91,30 +91,32 @@ def list_sources(
     return sorted(found, key=lambda obj: (SOURCES.index(obj.source), obj.key))
 
 
-def fetch_ordered(
+def fetch_all(
     objects: Sequence[T], fetch: Callable[[T], Any], concurrency: int
 ) -> Iterator[tuple[T, Any]]:
-    """(object, fetch(object)) in the objects' order, at most `concurrency` fetches in flight.
+    """(object, fetch(object)) as each finishes, at most `concurrency` fetches in flight.
 
     Bounding what is in flight (rather than submitting everything) is what keeps a day of
-    thousands of objects within a fixed amount of memory.
+    thousands of objects within a fixed amount of memory; taking results as they finish
+    (rather than in order) keeps every reader busy behind a slow object.
     """
     if not objects:
         return
+    upcoming = iter(objects)
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        pending: list[tuple[T, Future[Any]]] = []
-        upcoming = iter(objects)
+        pending: dict[Future[Any], T] = {}
         for obj in upcoming:
-            pending.append((obj, pool.submit(fetch, obj)))
+            pending[pool.submit(fetch, obj)] = obj
             if len(pending) >= concurrency:
                 break
         while pending:
-            obj, future = pending.pop(0)
-            result = future.result()
-            following = next(upcoming, None)
-            if following is not None:
-                pending.append((following, pool.submit(fetch, following)))
-            yield obj, result
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                obj = pending.pop(future)
+                following = next(upcoming, None)
+                if following is not None:
+                    pending[pool.submit(fetch, following)] = following
+                yield obj, future.result()
 
 
 # --------------------------------------------------------------------------- what was read
