@@ -3,8 +3,9 @@
 An event is looked for, in order: in the fallback location (one object per event, under its
 own hour: a listing of that hour names it); in its day's committed generation (its id names
 the bucket file, and the file's row-group statistics on tenant_id and timestamp name the row
-group, so one small ranged read finds it); and only then in the raw objects of its hour and the
-next that the committed generation does not hold yet (minutes of data, not two hours). Every
+group, so one small ranged read finds it); and only then in the raw objects of the hours that
+can hold it (the hour before its own, its own, the next) that the committed generation does not
+hold yet (minutes of data, not hours). Every
 wanted event of every tenant is looked up in one pass, so each object is read at most once.
 A day without a committed generation is read from raw, as before curation existed.
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 from chalicelib.analytics.dedupe import HASH_NAME, bucket_of
 from chalicelib.analytics.parsing import InvalidEventError, parse_line
-from chalicelib.analytics.sources import read_manifest
+from chalicelib.analytics.sources import EARLY_HOURS, read_manifest
 from chalicelib.analytics.state import CurationStateStore, Generation
 from chalicelib.aws_errors import is_not_found
 from chalicelib.errors import MeteringError
@@ -30,8 +31,10 @@ from chalicelib.usage import FIELDS, UsageEventRecord, format_timestamp
 
 logger = logging.getLogger(__name__)
 
-# Hours after an event's own hour whose raw objects can hold it: Firehose names an object after
-# the arrival of its oldest record, and a record arrives after its timestamp.
+# Hours around an event's own hour whose raw objects can hold it: Firehose names an object
+# after the arrival of its oldest record, so a buffer opened in the hour before can carry it,
+# and a record arrives after its timestamp, so the next hour's objects can too.
+RAW_HOURS_BEFORE = EARLY_HOURS
 RAW_HOURS_AFTER = 1
 
 
@@ -177,12 +180,15 @@ class CuratedEventFinder:
     ) -> None:
         """Read each raw object that may hold a missing event and is not curated yet, once."""
         wanted_by_object: dict[str, set[str]] = defaultdict(set)
+        listings: dict[str, list[str]] = {}
         for ref in refs:
             hour = ref.timestamp.replace(minute=0, second=0, microsecond=0)
             curated = held.get(ref.timestamp.date(), frozenset())
-            for offset in range(RAW_HOURS_AFTER + 1):
+            for offset in range(-RAW_HOURS_BEFORE, RAW_HOURS_AFTER + 1):
                 prefix = self._layout.raw_hour_prefix(hour + timedelta(hours=offset))
-                for key in self._keys(prefix):
+                if prefix not in listings:
+                    listings[prefix] = self._keys(prefix)
+                for key in listings[prefix]:
                     if key not in curated:
                         wanted_by_object[key].add(ref.event_id)
         for key in sorted(wanted_by_object):

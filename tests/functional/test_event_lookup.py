@@ -84,3 +84,11 @@ def test_a_malformed_line_naming_a_wanted_event_is_skipped_and_counted(lake: Lak
     lookup = finder.find([ref(good), EventRef("wanted-bad", "tenant-a", NOON)])
     assert list(lookup.events) == ["wanted-good"]
     assert lookup.malformed_lines == 1
+
+
+def test_an_event_in_an_object_of_the_hour_before_its_own_is_found(lake: Lake) -> None:
+    # Firehose names an object after its oldest record: a buffer opened at 12:59 carries 13:00.
+    early = event("tenant-a", "2025-12-07T13:00:00.100Z", event_id="early")
+    lake.put_raw(datetime(2025, 12, 7, 12, tzinfo=UTC), [early])
+    finder = CuratedEventFinder(bucket=BUCKET, layout=BucketLayout(), s3=lake.s3, state=None)
+    assert list(finder.find([ref(early)]).events) == ["early"]
