@@ -56,7 +56,10 @@ def main() -> None:
         waits = measure(interval)
         shown = " ".join(f"{w:.1f}" for w in waits)
         print(f"{interval:>14.0f} {statistics.median(waits):>9.1f} {max(waits):>7.1f}  {shown}")
-    print("  (a call is curated by the first job run after it; runs start every interval)")
+    print(
+        "  (each call is made as soon as the previous one showed, i.e. just after a job run:\n"
+        "   the worst case, one interval plus the run itself, two Python processes)"
+    )
 
 
 if __name__ == "__main__":
