@@ -290,8 +290,9 @@ def job(
     if held is None:
         run.say(f"{day}: another run holds the day; nothing changed")
         return run.result("busy", plan, objects)
-    if held.committed != before.committed:
+    if held.committed != before.committed:  # another run committed while we looked
         plan = _plan(s3, config, held, objects, force)
+        glue_location = catalog.location(day)
     return run.under_lease(held, plan, objects, glue_location, allow_shrink=allow_shrink)
 
 
