@@ -332,3 +332,25 @@ def test_an_event_three_days_late_is_curated_into_its_own_day_by_the_sweep(
     by_day = {p["day"]: p for p in summary["partitions"]}
     assert (by_day["2025-12-07"]["status"], by_day["2025-12-07"]["added"]) == ("written", 2)
     assert ids(lake) == ["late-fallback", "late-raw", "on-time"]
+
+
+def test_a_growing_day_splits_its_buckets_and_keeps_one_copy_of_each_event(lake: Lake) -> None:
+    assert lake.config is not None
+    lake.config = replace(lake.config, rows_per_bucket=50)
+    first = [event(at=NOON + timedelta(seconds=n), event_id=f"a-{n:03d}") for n in range(40)]
+    lake.put_raw(NOON, first)
+    before = lake.run(DAY).files
+    second = [
+        event(at=NOON + timedelta(minutes=5, seconds=n), event_id=f"b-{n:03d}") for n in range(300)
+    ]
+    lake.put_raw(NOON + timedelta(hours=1), second + first[:10])  # some redelivered
+    grown = lake.run(DAY)
+    assert (grown.mode, grown.events, grown.added, grown.duplicates) == (
+        "incremental",
+        340,
+        300,
+        10,
+    )
+    assert grown.files > before
+    assert ids(lake) == sorted(e["event_id"] for e in first + second)
+    assert engine(lake).query(COUNT_SQL).rows == ((340, 340),)
