@@ -47,6 +47,7 @@ FALLBACK_EVENTS = 100
 OBJECT_BYTES = 5 * 1024 * 1024  # Firehose's buffer size in analytics_infra/template.yaml
 REGION = "us-east-1"
 TARGET_PEAK_MB = 1024
+LATE_OBJECT_EVENTS = 5_000  # about 2 minutes of a 3.5M-event day
 TARGET_RATE = 200_000
 
 # One schema-v1 line, as the chat path writes it (about 520 bytes), filled by str.format.
@@ -141,9 +142,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child_job(environment: str, day_text: str, previous_root: str) -> None:
-    """In the child: the scheduled maintenance of one day, rebuilt whole, through wiring (the
-    previous job's own chalicelib when `previous_root` is set); prints timings and peak RSS."""
+def child_job(environment: str, day_text: str, previous_root: str, force: bool = True) -> None:
+    """In the child: the scheduled maintenance of one day through wiring, rebuilt whole or
+    (`force=False`) incrementally (the previous job's own chalicelib when `previous_root` is
+    set); prints timings and peak RSS."""
     if previous_root:
         sys.path.insert(0, previous_root)
         import awswrangler  # noqa: F401  (the previous job's import, before the baseline)
@@ -167,7 +169,7 @@ def child_job(environment: str, day_text: str, previous_root: str) -> None:
                 marks[step.strip()] = time.monotonic() - started
 
     summary = wiring.run_partition_maintenance(
-        settings, now, [2], force=True, progress=None if previous_root else progress
+        settings, now, [2], force=force, progress=None if previous_root else progress
     )
     seconds = time.monotonic() - started
     (result,) = summary["partitions"]
@@ -190,10 +192,13 @@ def child_job(environment: str, day_text: str, previous_root: str) -> None:
     )
 
 
-def run_child(environment: dict[str, str], day: date, previous_root: str = "") -> dict[str, Any]:
+def run_child(
+    environment: dict[str, str], day: date, previous_root: str = "", *, force: bool = True
+) -> dict[str, Any]:
     code = (
         "from bench.partition_maintenance import child_job; "
-        f"child_job({json.dumps(environment)!r}, {day.isoformat()!r}, {previous_root!r})"
+        f"child_job({json.dumps(environment)!r}, {day.isoformat()!r}, {previous_root!r}, "
+        f"{force!r})"
     )
     completed = subprocess.run(
         [sys.executable, "-c", code],
@@ -259,6 +264,26 @@ def fill_day(environment: dict[str, str], day: date, events: int) -> dict[str, f
         lines += body.count(b"\n")
         size += len(body)
     return {"lines": lines, "mb": size / 1e6, "seconds": time.monotonic() - started}
+
+
+def _add_late_object(environment: dict[str, str], day: date, events: int) -> int:
+    """One more raw object in the day's last hour (what a 2-minute run finds); its size."""
+    from chalicelib import wiring
+    from chalicelib.settings import Settings
+
+    rng = random.Random(99)
+    start = datetime(day.year, day.month, day.day, 23, 58, tzinfo=UTC)
+    lines = [
+        event_line(rng, start + timedelta(milliseconds=n), str(uuid.UUID(int=rng.getrandbits(128))))
+        for n in range(events)
+    ]
+    s3 = wiring.client("s3", Settings.from_env(environment))
+    s3.put_object(
+        Bucket=environment["ANALYTICS_BUCKET"],
+        Key=f"raw/{day:%Y/%m/%d}/23/bedrock-metering-bench-usage-events-1-late-{uuid.uuid4()}",
+        Body=("\n".join(lines) + "\n").encode(),
+    )
+    return events
 
 
 # --------------------------------------------------------------------------- query
@@ -434,10 +459,14 @@ def main() -> None:
             f"{'speed-up':>8}"
         )
         print(header)
+        increments: dict[int, tuple[int, dict[str, Any]]] = {}
         for number, events in enumerate(DAY_SIZES):
             day = FIRST_DAY + timedelta(days=number)
             filled = fill_day(environment, day, events)
             new = run_child(environment, day)
+            late = _add_late_object(environment, day, LATE_OBJECT_EVENTS)
+            increment = run_child(environment, day, force=False)
+            increments[events] = (late, increment)
             rate = new["events"] / new["seconds"]
             line = (
                 f"{new['events']:>10} {filled['mb']:>7.0f} {new['seconds']:>7.1f} "
@@ -452,6 +481,12 @@ def main() -> None:
                     f"{rate / old_rate:>7.2f}x"
                 )
             print(line, flush=True)
+        print("\nan incremental run after the full one: one new object of the last hour")
+        print(f"{'day events':>10} {'new events':>10} {'run s':>7} {'peak MB':>8}")
+        for events, (late, increment) in increments.items():
+            print(
+                f"{events:>10} {late:>10} {increment['seconds']:>7.1f} {increment['peak_mb']:>8.0f}"
+            )
         print(
             "  (events: distinct events curated; raw MB: the day's raw and fallback objects; "
             "peak MB: the job process's VmHWM, imports included; old: the job at "
