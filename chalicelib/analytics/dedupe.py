@@ -102,7 +102,7 @@ class BucketSpill:
 
     Rows are held per bucket until `buffer_bytes` are buffered in all, then written as one
     record batch per bucket, so memory stays bounded whatever the day's size. Uncompressed, a
-    row takes about 310 bytes of disk; `compression="lz4"` halves that for about 15% more CPU
+    row takes about 320 bytes of disk; `compression="lz4"` halves that for about 15% more CPU
     in the whole job ("zstd": a quarter, for more still).
     """
 
