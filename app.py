@@ -32,17 +32,19 @@ def bedrock_chat(call: Call) -> Response:
     return Response(body={"response": result.text}, headers={"X-Request-Id": result.event_id})
 
 
-# Partition maintenance (UTC). Each run rebuilds a day only if its input objects changed.
-@app.schedule(Cron(10, "*", "*", "*", "?", "*"))
+# Partition maintenance (UTC). A run reads only the objects its day's committed generation
+# does not hold yet; overlapping runs of a day take turns through the day's lease.
+@app.schedule(Rate(2, unit=Rate.MINUTES))
 def maintain_usage_today(event: CloudWatchEvent) -> dict[str, Any]:
-    """Hourly: today's usage partition, from the events recorded so far."""
+    """Every 2 minutes: today's partition (and yesterday's, while its late events arrive)."""
+    settings = wiring.current_settings()
     now = maintenance.schedule_time(event)
-    return wiring.run_partition_maintenance(wiring.current_settings(), now, maintenance.TODAY)
+    return wiring.run_partition_maintenance(settings, now, maintenance.fresh_days(settings, now))
 
 
-@app.schedule(Cron(40, 0, "*", "*", "?", "*"))
+@app.schedule(Cron(10, 3, "*", "*", "?", "*"))
 def maintain_usage_yesterday(event: CloudWatchEvent) -> dict[str, Any]:
-    """After midnight: yesterday's partition, with the events that arrived after its hour."""
+    """After yesterday's lateness window has closed: anything the frequent runs missed."""
     now = maintenance.schedule_time(event)
     return wiring.run_partition_maintenance(wiring.current_settings(), now, maintenance.YESTERDAY)
 

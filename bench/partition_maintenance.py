@@ -1,20 +1,18 @@
-"""Benchmark: partition maintenance on synthetic days (100k and 1M events) and the local
-/usage-style query over a month of 10M events; prints its figures.
+"""Benchmark: partition maintenance on synthetic days of 100k, 1M and 10M events (raw JSON
+lines in, curated Parquet out, on a moto server), against the previous job, and the local
+/usage-style query over a month of curated events; prints its figures.
 
-Run: `python -m bench.partition_maintenance` (or `make bench`, with the other benchmarks).
+Run: `python -m bench.partition_maintenance` (or `make bench`, with the other benchmarks; the
+10M day takes several minutes and about 6 GB of memory in this process, for moto's copy of the
+raw objects). Sizes: BENCH_DAY_EVENTS (comma-separated), BENCH_QUERY_EVENTS; BENCH_OLD=0 skips
+the previous job.
 
-Maintenance runs the real job in a child process against a moto S3/Glue server (the parent
-serves it), so the child's peak RSS is the job's alone; the synthetic day is cut into ~5 MiB
-objects per arrival hour like Firehose's buffers, with 1% redelivered duplicates and a few
-fallback objects. Baselines measured in the same run: fetching the same objects without
-parsing them, and `json.loads` of every line (what a plain-Python job would start with).
-
-The query part writes a month of curated Parquet (one object per day) to an in-memory stand-in
-for S3, loads it through chalicelib's DuckDBEngine as the local API does, and times the
-per-tenant monthly query, against a COUNT(*) over the same table.
-
-Sizes can be changed with BENCH_DAY_EVENTS (comma-separated) and BENCH_QUERY_EVENTS; the
-3M-event day is there for the 10M extrapolation.
+Each job runs in a child process, so its peak RSS (VmHWM) is its own, as the scheduled
+function's would be; it rebuilds the day whole (`force`), the largest run a day ever needs.
+The day is cut into ~5 MiB objects per arrival hour like Firehose's buffers, with 1% of the
+events redelivered in the next hour and a few in the fallback location. The previous job (the
+one before generations, awswrangler's overwrite_partitions) is taken from git at PREVIOUS_JOB
+into a temporary directory and run the same way on the same objects.
 """
 
 from __future__ import annotations
@@ -27,109 +25,115 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DAY = date(2025, 12, 7)
-# 3M is there for the 10M extrapolation: like 10M, and unlike 100k, it is past the write slice.
-_DEFAULT_DAYS = "100000,1000000,3000000"
+FIRST_DAY = date(2025, 12, 1)
+_DEFAULT_DAYS = "100000,1000000,10000000"
 DAY_SIZES = tuple(int(n) for n in os.environ.get("BENCH_DAY_EVENTS", _DEFAULT_DAYS).split(","))
 QUERY_EVENTS = int(os.environ.get("BENCH_QUERY_EVENTS", "10000000"))
+RUN_OLD = os.environ.get("BENCH_OLD", "1") != "0"
+# The last commit whose partition job is the one this replaced (awswrangler, no generations).
+PREVIOUS_JOB = "a2f6657"
 TENANTS = 200
 DUPLICATE_RATE = 0.01
 FALLBACK_EVENTS = 100
 OBJECT_BYTES = 5 * 1024 * 1024  # Firehose's buffer size in analytics_infra/template.yaml
 REGION = "us-east-1"
-LAMBDA_LIMIT_S = 900
-LAMBDA_LIMIT_MB = 10_240
+TARGET_PEAK_MB = 1024
+LATE_OBJECT_EVENTS = 5_000  # about 2 minutes of a 3.5M-event day
+TARGET_RATE = 200_000
+
+# One schema-v1 line, as the chat path writes it (about 520 bytes), filled by str.format.
+_LINE = (
+    '{{"event_id":"{id}","schema_version":1,"timestamp":"{ts}","tenant_id":"tenant-{t:04d}",'
+    '"user_id":"user-{t:04d}-{u:02d}","model_id":"anthropic.claude-3-haiku-20240307-v1:0",'
+    '"input_tokens":{i},"output_tokens":{o},"cache_read_input_tokens":0,'
+    '"cache_write_input_tokens":0,"total_tokens":{total},"status":"{status}",'
+    '"error_code":{error},"latency_ms":{latency},"cost_usd":"{cost}",'
+    '"price_version":"2026-11-27","request_id":"{request}","stage":"bench"}}'
+)
 
 
 # --------------------------------------------------------------------------- synthetic day
 
 
 def event_line(rng: random.Random, moment: datetime, event_id: str) -> str:
-    """One schema-v1 event as the chat path writes it (about 520 bytes)."""
+    """One schema-v1 event line."""
     tenant = rng.randrange(TENANTS)
     input_tokens = rng.randrange(20, 2000)
     output_tokens = rng.randrange(1, 500)
-    status = "ok" if rng.random() > 0.02 else "error"
-    cost = (input_tokens * 25 + output_tokens * 125) / 100_000_000
-    return json.dumps(
-        {
-            "event_id": event_id,
-            "schema_version": 1,
-            "timestamp": moment.strftime("%Y-%m-%dT%H:%M:%S.")
-            + f"{moment.microsecond // 1000:03d}Z",
-            "tenant_id": f"tenant-{tenant:04d}",
-            "user_id": f"user-{tenant:04d}-{rng.randrange(20):02d}",
-            "model_id": "anthropic.claude-3-haiku-20240307-v1:0",
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "cache_read_input_tokens": 0,
-            "cache_write_input_tokens": 0,
-            "total_tokens": input_tokens + output_tokens,
-            "status": status,
-            "error_code": None if status == "ok" else "ModelErrorException",
-            "latency_ms": rng.randrange(200, 4000),
-            "cost_usd": f"{cost:.8f}",
-            "price_version": "2026-11-27",
-            "request_id": str(uuid.UUID(int=rng.getrandbits(128))),
-            "stage": "bench",
-        },
-        separators=(",", ":"),
+    ok = rng.random() > 0.02
+    return _LINE.format(
+        id=event_id,
+        ts=moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z",
+        t=tenant,
+        u=rng.randrange(20),
+        i=input_tokens,
+        o=output_tokens,
+        total=input_tokens + output_tokens,
+        status="ok" if ok else "error",
+        error="null" if ok else '"ModelErrorException"',
+        latency=rng.randrange(200, 4000),
+        cost=f"{(input_tokens * 25 + output_tokens * 125) / 100_000_000:.8f}",
+        request=uuid.UUID(int=rng.getrandbits(128)),
     )
 
 
-def synthetic_objects(events: int, seed: int = 1) -> Iterator[tuple[str, bytes]]:
-    """(key, body) of a day's raw and fallback objects: ~5 MiB per object, by arrival hour."""
+def synthetic_objects(day: date, events: int, seed: int = 1) -> Iterator[tuple[str, bytes]]:
+    """(key, body) of a day's raw and fallback objects, hour by hour (~5 MiB each)."""
     rng = random.Random(seed)
-    start = datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC)
-    hours: dict[int, list[str]] = {hour: [] for hour in range(24)}
-    redelivered: list[tuple[int, str]] = []
-    for n in range(events):
-        moment = start + timedelta(microseconds=int(n * 86_400_000_000 / events))
-        line = event_line(rng, moment, str(uuid.UUID(int=rng.getrandbits(128))))
-        if n < FALLBACK_EVENTS:
-            yield f"fallback/{moment:%Y/%m/%d/%H}/{n}.json", (line + "\n").encode()
-            continue
-        hours[moment.hour].append(line)
-        if rng.random() < DUPLICATE_RATE:
-            redelivered.append((min(moment.hour + 1, 23), line))
-    for hour, line in redelivered:
-        hours[hour].append(line)
-    for hour, lines in hours.items():
-        chunk: list[str] = []
-        size = 0
-        part = 0
-        for line in lines:
-            chunk.append(line)
-            size += len(line) + 1
-            if size >= OBJECT_BYTES:
-                yield _raw_key(hour, part), ("\n".join(chunk) + "\n").encode()
-                chunk, size, part = [], 0, part + 1
-        if chunk:
-            yield _raw_key(hour, part), ("\n".join(chunk) + "\n").encode()
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    per_hour = events / 24
+    redelivered: list[str] = []
+    produced = 0
+    for hour in range(24):
+        lines, redelivered = redelivered, []
+        end = round(per_hour * (hour + 1))
+        for n in range(produced, end):
+            moment = start + timedelta(microseconds=int(n * 86_400_000_000 / events))
+            line = event_line(rng, moment, str(uuid.UUID(int=rng.getrandbits(128))))
+            if n < FALLBACK_EVENTS:
+                yield f"fallback/{moment:%Y/%m/%d/%H}/{n}.json", (line + "\n").encode()
+                continue
+            lines.append(line)
+            if rng.random() < DUPLICATE_RATE and hour < 23:
+                redelivered.append(line)
+        produced = end
+        yield from _hour_objects(day, hour, lines)
 
 
-def _raw_key(hour: int, part: int) -> str:
+def _hour_objects(day: date, hour: int, lines: list[str]) -> Iterator[tuple[str, bytes]]:
+    chunk: list[str] = []
+    size = part = 0
+    for line in lines:
+        chunk.append(line)
+        size += len(line) + 1
+        if size >= OBJECT_BYTES:
+            yield _raw_key(day, hour, part), ("\n".join(chunk) + "\n").encode()
+            chunk, size, part = [], 0, part + 1
+    if chunk:
+        yield _raw_key(day, hour, part), ("\n".join(chunk) + "\n").encode()
+
+
+def _raw_key(day: date, hour: int, part: int) -> str:
     return (
-        f"raw/{DAY:%Y/%m/%d}/{hour:02d}/bedrock-metering-bench-usage-events-1-"
-        f"{DAY:%Y-%m-%d}-{hour:02d}-{part:02d}-00-{uuid.UUID(int=hour * 1000 + part)}"
+        f"raw/{day:%Y/%m/%d}/{hour:02d}/bedrock-metering-bench-usage-events-1-"
+        f"{day:%Y-%m-%d}-{hour:02d}-{part:02d}-00-{uuid.UUID(int=hour * 1000 + part)}"
     )
 
 
-# --------------------------------------------------------------------------- maintenance
+# --------------------------------------------------------------------------- the jobs
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM). Unlike ru_maxrss, it is not inherited from
-    the parent across fork and exec, so it is the job's own."""
+    """This process's peak resident set (VmHWM); not inherited across fork and exec."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -138,118 +142,148 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_settings(endpoint: str, bucket: str = "") -> Any:
-    """The stage's settings on the moto server: wiring's clients go there, dummy credentials."""
-    from chalicelib.settings import Settings
-
-    return Settings.from_env(
-        {"AWS_REGION": REGION, "AWS_ENDPOINT_URL": endpoint, "ANALYTICS_BUCKET": bucket}
-    )
-
-
-def child_job(bucket: str, endpoint: str) -> None:
-    """Run in the child: the scheduled partition maintenance for DAY (as the deployed function
-    runs it, through wiring), then its timings and peak RSS as JSON."""
-    import awswrangler  # noqa: F401  (loaded before the baseline, as a Lambda's init would)
+def child_job(environment: str, day_text: str, previous_root: str, force: bool = True) -> None:
+    """In the child: the scheduled maintenance of one day through wiring, rebuilt whole or
+    (`force=False`) incrementally (the previous job's own chalicelib when `previous_root` is
+    set); prints timings and peak RSS."""
+    if previous_root:
+        sys.path.insert(0, previous_root)
+        import awswrangler  # noqa: F401  (the previous job's import, before the baseline)
     import boto3  # noqa: F401
-    import pandas  # noqa: F401
     import pyarrow  # noqa: F401
 
     from chalicelib import wiring
+    from chalicelib.settings import Settings
 
-    settings = bench_settings(endpoint, bucket)
+    settings = Settings.from_env(json.loads(environment))
+    day = date.fromisoformat(day_text)
     baseline_mb = peak_rss_mb()
-    marks: list[tuple[float, str]] = []
-    now = datetime(2025, 12, 9, tzinfo=UTC)
+    now = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=2)
+    marks: dict[str, float] = {}
     started = time.monotonic()
+
+    def progress(message: str) -> None:
+        # The previous job has no such steps; its phases are left out of the report.
+        for step in ("read ", "merged "):
+            if f": {step}" in message:
+                marks[step.strip()] = time.monotonic() - started
+
     summary = wiring.run_partition_maintenance(
-        settings,
-        now,
-        [(now.date() - DAY).days],
-        force=True,
-        progress=lambda message: marks.append((time.monotonic() - started, message)),
+        settings, now, [2], force=force, progress=None if previous_root else progress
     )
     seconds = time.monotonic() - started
     (result,) = summary["partitions"]
-    counted = next(t for t, m in marks if "duplicates dropped" in m)
     print(
         json.dumps(
             {
                 "seconds": seconds,
-                "read_parse_dedupe_s": counted,
-                "write_s": seconds - counted,
-                "lines": result["lines"],
+                "read_s": marks.get("read", 0.0),
+                "merge_s": marks.get("merged", 0.0) - marks.get("read", 0.0),
                 "events": result["events"],
+                "lines": result["lines"],
                 "duplicates": result["duplicates"],
+                "spill_mb": result.get("spill_bytes", 0) / 1e6,
+                "files": result.get("files", 0),
                 "baseline_mb": baseline_mb,
                 "peak_mb": peak_rss_mb(),
+                "cpu_s": os.times().user + os.times().system,
             }
         )
     )
 
 
-def run_child(bucket: str, endpoint: str) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    code = f"from bench.partition_maintenance import child_job; child_job({bucket!r}, {endpoint!r})"
+def run_child(
+    environment: dict[str, str], day: date, previous_root: str = "", *, force: bool = True
+) -> dict[str, Any]:
+    code = (
+        "from bench.partition_maintenance import child_job; "
+        f"child_job({json.dumps(environment)!r}, {day.isoformat()!r}, {previous_root!r}, "
+        f"{force!r})"
+    )
     completed = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if completed.returncode != 0:
         raise RuntimeError(f"benchmark child failed:\n{completed.stderr[-4000:]}")
     return dict(json.loads(completed.stdout.strip().splitlines()[-1]))
 
 
-def create_catalog(bucket: str, endpoint: str) -> None:
-    """The template's Glue table, pointed at this run's bucket (one bucket per day size)."""
+def previous_job(directory: str) -> str:
+    """The previous job's chalicelib, from git, in `directory`; "" if git cannot give it."""
+    import shutil
+    import tarfile
+
+    git = shutil.which("git")
+    if git is None:
+        return ""
+    archive = subprocess.run(
+        [git, "-C", str(ROOT), "archive", PREVIOUS_JOB, "chalicelib"],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        return ""
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(directory, filter="data")
+    return directory
+
+
+def provision(endpoint: str) -> dict[str, str]:
+    """The template's resources on the moto server; the stage environment they give."""
     from chalicelib import wiring
-    from local.provision import load_template
+    from chalicelib.settings import Settings, env_from_outputs
+    from local.provision import provision as provision_template
 
-    table = load_template()["Resources"]["UsageTable"]["Properties"]["TableInput"]
-    table = json.loads(json.dumps(table))
-    table["StorageDescriptor"]["Location"] = f"s3://{bucket}/usage/"
-    glue = wiring.client("glue", bench_settings(endpoint))
-    databases = {d["Name"] for d in glue.get_databases()["DatabaseList"]}
-    if "bedrock_metering_db" not in databases:
-        glue.create_database(DatabaseInput={"Name": "bedrock_metering_db"})
-    else:
-        glue.delete_table(DatabaseName="bedrock_metering_db", Name=table["Name"])
-    glue.create_table(DatabaseName="bedrock_metering_db", TableInput=table)
-
-
-def timed(action: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
+    local = Settings.from_env({"AWS_REGION": REGION, "AWS_ENDPOINT_URL": endpoint})
+    outputs = provision_template(
+        stage="bench", region=REGION, session=wiring.session(local), endpoint_url=endpoint
+    )
+    return {
+        **env_from_outputs(outputs),
+        "AWS_REGION": REGION,
+        "AWS_ENDPOINT_URL": endpoint,
+    }
 
 
-def bench_maintenance(events: int, endpoint: str) -> dict[str, Any]:
+def fill_day(environment: dict[str, str], day: date, events: int) -> dict[str, float]:
+    """Put the synthetic day's objects; how many lines and bytes."""
     from chalicelib import wiring
+    from chalicelib.settings import Settings
 
-    bucket = f"bench-day-{events}"
-    s3 = wiring.client("s3", bench_settings(endpoint))
-    s3.create_bucket(Bucket=bucket)
-    create_catalog(bucket, endpoint)
-    bodies: dict[str, bytes] = {}
-    for key, body in synthetic_objects(events):
+    s3 = wiring.client("s3", Settings.from_env(environment))
+    bucket = environment["ANALYTICS_BUCKET"]
+    lines = size = 0
+    started = time.monotonic()
+    for key, body in synthetic_objects(day, events):
         s3.put_object(Bucket=bucket, Key=key, Body=body)
-        bodies[key] = body
-    lines = sum(body.count(b"\n") for body in bodies.values())
+        lines += body.count(b"\n")
+        size += len(body)
+    return {"lines": lines, "mb": size / 1e6, "seconds": time.monotonic() - started}
 
-    def fetch_all() -> None:
-        with ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda k: s3.get_object(Bucket=bucket, Key=k)["Body"].read(), bodies))
 
-    def json_all() -> None:
-        for body in bodies.values():
-            for line in body.splitlines():
-                json.loads(line)
+def _add_late_object(environment: dict[str, str], day: date, events: int) -> int:
+    """One more raw object in the day's last hour (what a 2-minute run finds); its size."""
+    from chalicelib import wiring
+    from chalicelib.settings import Settings
 
-    fetch_s = timed(fetch_all)
-    json_s = timed(json_all)
-    bodies.clear()
-    result = run_child(bucket, endpoint)
-    result.update(objects_lines=lines, fetch_s=fetch_s, json_s=json_s)
-    return result
+    rng = random.Random(99)
+    start = datetime(day.year, day.month, day.day, 23, 58, tzinfo=UTC)
+    lines = [
+        event_line(rng, start + timedelta(milliseconds=n), str(uuid.UUID(int=rng.getrandbits(128))))
+        for n in range(events)
+    ]
+    s3 = wiring.client("s3", Settings.from_env(environment))
+    s3.put_object(
+        Bucket=environment["ANALYTICS_BUCKET"],
+        Key=f"raw/{day:%Y/%m/%d}/23/bedrock-metering-bench-usage-events-1-late-{uuid.uuid4()}",
+        Body=("\n".join(lines) + "\n").encode(),
+    )
+    return events
 
 
 # --------------------------------------------------------------------------- query
@@ -264,9 +298,13 @@ class MemoryS3:
     def get_paginator(self, _name: str) -> MemoryS3:
         return self
 
-    def paginate(self, Bucket: str, Prefix: str) -> list[dict[str, Any]]:
+    def paginate(self, Bucket: str, Prefix: str, Delimiter: str = "") -> list[dict[str, Any]]:
         del Bucket
-        keys = sorted(k for k in self.objects if k.startswith(Prefix))
+        keys = sorted(
+            k
+            for k in self.objects
+            if k.startswith(Prefix) and (not Delimiter or Delimiter not in k[len(Prefix) :])
+        )
         return [{"Contents": [{"Key": k, "ETag": str(len(self.objects[k]))} for k in keys]}]
 
     def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:
@@ -274,13 +312,24 @@ class MemoryS3:
         return {"Body": io.BytesIO(self.objects[Key])}
 
 
-def synthetic_month(events: int, seed: int = 2) -> dict[str, bytes]:
-    """A month of curated Parquet, one object per day, as the job writes it."""
+class MemoryCatalog:
+    """The partitions of a month, each at its own folder."""
+
+    def __init__(self, partitions: list[Any]) -> None:
+        self._partitions = partitions
+
+    def partitions(self) -> list[Any]:
+        return self._partitions
+
+
+def synthetic_month(events: int, seed: int = 2) -> tuple[dict[str, bytes], list[Any]]:
+    """A month of curated Parquet, one object per day, and its partitions."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from chalicelib.analytics.catalog import Partition
     from chalicelib.analytics.schema import curated_arrow_schema
 
     schema = curated_arrow_schema(with_partitions=False)
@@ -288,14 +337,14 @@ def synthetic_month(events: int, seed: int = 2) -> dict[str, bytes]:
     days = 30
     per_day = events // days
     objects: dict[str, bytes] = {}
+    partitions = []
     for number in range(days):
         day = date(2025, 11, 1) + timedelta(days=number)
         epoch = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1e6)
         micros = np.sort(rng.integers(0, 86_400_000_000, per_day)) + epoch
         stamps = pa.array(micros, pa.timestamp("us", tz="UTC"))
-        tenant_index = rng.integers(0, TENANTS, per_day)
         tenants = pa.DictionaryArray.from_arrays(
-            pa.array(tenant_index, pa.int32()),
+            pa.array(rng.integers(0, TENANTS, per_day), pa.int32()),
             pa.array([f"tenant-{t:04d}" for t in range(TENANTS)]),
         ).cast(pa.string())
         ids = pc.binary_join_element_wise(
@@ -330,14 +379,23 @@ def synthetic_month(events: int, seed: int = 2) -> dict[str, bytes]:
             "price_version": pa.repeat(pa.scalar("2026-11-27"), per_day),
             "request_id": ids,
             "stage": pa.repeat(pa.scalar("bench"), per_day),
+            "request_count": pa.repeat(pa.scalar(1, pa.int64()), per_day),
         }
         table = pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
         order = pc.sort_indices(table, sort_keys=[("tenant_id", "ascending")])
         buffer = io.BytesIO()
         pq.write_table(table.take(order), buffer, compression="snappy")
-        key = f"usage/year={day:%Y}/month={day:%m}/day={day:%d}/part-{number}.snappy.parquet"
-        objects[key] = buffer.getvalue()
-    return objects
+        folder = f"usage/gen/year={day:%Y}/month={day:%m}/day={day:%d}/r0/"
+        objects[folder + "part-0000.snappy.parquet"] = buffer.getvalue()
+        values = (f"{day:%Y}", f"{day:%m}", f"{day:%d}")
+        partitions.append(Partition(values, f"s3://bench/{folder}"))
+    return objects, partitions
+
+
+def timed(action: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
 
 
 def bench_query(events: int) -> dict[str, float]:
@@ -346,12 +404,11 @@ def bench_query(events: int) -> dict[str, float]:
     from chalicelib.analytics.reports import Period
 
     generate_s = time.perf_counter()
-    objects = synthetic_month(events)
+    objects, partitions = synthetic_month(events)
     generate_s = time.perf_counter() - generate_s
     engine = DuckDBEngine(
         s3=MemoryS3(objects),
-        bucket="bench",
-        prefix="usage/",
+        catalog=MemoryCatalog(partitions),  # type: ignore[arg-type]
         database="bedrock_metering_db",
         table="token_usage_logs",
     )
@@ -380,64 +437,61 @@ def bench_query(events: int) -> dict[str, float]:
 # --------------------------------------------------------------------------- report
 
 
-def extrapolation(results: dict[int, dict[str, Any]], target: int = 10_000_000) -> str:
-    """What the measured days imply for a `target`-event day in one Lambda invocation.
-
-    With two sizes or more, time and peak memory are fitted as fixed + per-line on the two
-    largest (the readers' buffers and the write slice of MAX_ROWS_PER_FILE rows stop growing
-    once a day is that big); with one, they are scaled linearly.
-    """
-    sizes = sorted(results)
-    big = results[sizes[-1]]
-    if len(sizes) >= 2:
-        small = results[sizes[-2]]
-        lines = big["lines"] - small["lines"]
-        per_line_s = (big["seconds"] - small["seconds"]) / lines
-        per_line_mb = (big["peak_mb"] - small["peak_mb"]) / lines
-        seconds = big["seconds"] + per_line_s * (target - big["lines"])
-        peak = big["peak_mb"] + per_line_mb * (target - big["lines"])
-        how = f"fitted on {sizes[-2]:,} and {sizes[-1]:,} ({per_line_mb * 1e6:.0f} bytes/line)"
-    else:
-        seconds = big["seconds"] * target / big["lines"]
-        peak = big["baseline_mb"] + (big["peak_mb"] - big["baseline_mb"]) * target / big["lines"]
-        how = f"scaled linearly from {sizes[-1]:,}"
-    return (
-        f"\n{target:,}-event day, {how}: ~{seconds:.0f} s ({seconds / LAMBDA_LIMIT_S:.0%} of "
-        f"Lambda's 15 min) and ~{peak:,.0f} MB peak ({peak / LAMBDA_LIMIT_MB:.0%} of 10 GB)"
-    )
-
-
 def main() -> None:
     """Run both benchmarks and print their figures."""
     from local.running import moto_server
 
     print(
         f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"{platform.machine()}; S3/Glue: moto server on loopback"
+        f"{platform.machine()}; S3/Glue/DynamoDB: moto server on loopback (this process)"
     )
-    results: dict[int, dict[str, Any]] = {}
-    with moto_server() as endpoint:
-        print("\npartition maintenance (one UTC day, child process; rates are raw lines/s)")
+    with moto_server() as endpoint, tempfile.TemporaryDirectory() as old_dir:
+        environment = provision(endpoint)
+        previous = previous_job(old_dir) if RUN_OLD else ""
         print(
-            f"{'events':>9} {'lines':>9} {'job s':>7} {'lines/s':>9} {'read+dedupe s':>13} "
-            f"{'write s':>7} {'peak MB':>8} {'import MB':>9} {'fetch-only':>10} {'json.loads':>10}"
+            "\npartition maintenance: one UTC day rebuilt whole, in a child process "
+            f"(targets: >= {TARGET_RATE:,} events/s, <= {TARGET_PEAK_MB} MB peak)"
         )
-        for events in DAY_SIZES:
-            r = bench_maintenance(events, endpoint)
-            results[events] = r
-            rate = r["lines"] / r["seconds"]
+        header = (
+            f"{'events':>10} {'raw MB':>7} {'job s':>7} {'read s':>6} {'merge s':>6} "
+            f"{'events/s':>9} {'peak MB':>8} "
+            f"{'spill MB':>8} {'files':>5} | {'old s':>7} {'old ev/s':>9} {'old MB':>7} "
+            f"{'speed-up':>8}"
+        )
+        print(header)
+        increments: dict[int, tuple[int, dict[str, Any]]] = {}
+        for number, events in enumerate(DAY_SIZES):
+            day = FIRST_DAY + timedelta(days=number)
+            filled = fill_day(environment, day, events)
+            new = run_child(environment, day)
+            late = _add_late_object(environment, day, LATE_OBJECT_EVENTS)
+            increment = run_child(environment, day, force=False)
+            increments[events] = (late, increment)
+            rate = new["events"] / new["seconds"]
+            line = (
+                f"{new['events']:>10} {filled['mb']:>7.0f} {new['seconds']:>7.1f} "
+                f"{new['read_s']:>6.1f} {new['merge_s']:>6.1f} {rate:>9.0f} "
+                f"{new['peak_mb']:>8.0f} {new['spill_mb']:>8.0f} {new['files']:>5} |"
+            )
+            if previous:
+                old = run_child(environment, day, previous)
+                old_rate = old["events"] / old["seconds"]
+                line += (
+                    f" {old['seconds']:>7.1f} {old_rate:>9.0f} {old['peak_mb']:>7.0f} "
+                    f"{rate / old_rate:>7.2f}x"
+                )
+            print(line, flush=True)
+        print("\nan incremental run after the full one: one new object of the last hour")
+        print(f"{'day events':>10} {'new events':>10} {'run s':>7} {'peak MB':>8}")
+        for events, (late, increment) in increments.items():
             print(
-                f"{events:>9} {r['lines']:>9} {r['seconds']:>7.1f} {rate:>9.0f} "
-                f"{r['read_parse_dedupe_s']:>13.1f} {r['write_s']:>7.1f} {r['peak_mb']:>8.0f} "
-                f"{r['baseline_mb']:>9.0f} {r['seconds'] / r['fetch_s']:>9.1f}x "
-                f"{r['seconds'] / r['json_s']:>9.2f}x"
+                f"{events:>10} {late:>10} {increment['seconds']:>7.1f} {increment['peak_mb']:>8.0f}"
             )
         print(
-            "  (fetch-only / json.loads: job time as a multiple of just GETting the objects, and "
-            "of json.loads on every line, measured in the same run)"
+            "  (events: distinct events curated; raw MB: the day's raw and fallback objects; "
+            "peak MB: the job process's VmHWM, imports included; old: the job at "
+            f"{PREVIOUS_JOB}, awswrangler overwrite_partitions, same objects)"
         )
-
-    print(extrapolation(results))
 
     print(f"\nlocal /usage-style query (DuckDB over {QUERY_EVENTS:,} curated events, 30 days)")
     q = bench_query(QUERY_EVENTS)

@@ -36,6 +36,7 @@ GLUE_TABLE = "GLUE_TABLE"
 ATHENA_WORKGROUP = "ATHENA_WORKGROUP"
 QUERY_ENGINE = "QUERY_ENGINE"
 PLANS_TABLE = "PLANS_TABLE"
+CURATION_TABLE = "CURATION_TABLE"  # each curated day's committed generation and lease
 ALERTS_TOPIC_ARN = "ALERTS_TOPIC_ARN"
 BUDGETS_ENABLED = "BUDGETS_ENABLED"
 DEFAULT_MONTHLY_BUDGET_USD = "DEFAULT_MONTHLY_BUDGET_USD"
@@ -61,6 +62,7 @@ OUTPUT_TO_ENV: Mapping[str, str] = {
     "GlueTableName": GLUE_TABLE,
     "AthenaWorkGroupName": ATHENA_WORKGROUP,
     "PlansTableName": PLANS_TABLE,
+    "CurationTableName": CURATION_TABLE,
     "AlertsTopicArn": ALERTS_TOPIC_ARN,
 }
 
@@ -113,6 +115,7 @@ class Settings:
     partition_lateness_hours: int = 2
     partition_sweep_days: int = 7
     model_aliases: tuple[tuple[str, str], ...] = ()
+    curation_table: str = ""
     # Set only on the local stack: clients go there, with dummy credentials (chalicelib.sessions).
     aws_endpoint_url: str = ""
     bedrock_endpoint_url: str = ""
@@ -165,6 +168,7 @@ class Settings:
             admin_group=env.get(ADMIN_GROUP, "admins"),
             partition_lateness_hours=_int(env, PARTITION_LATENESS_HOURS, 2),
             partition_sweep_days=_int(env, PARTITION_SWEEP_DAYS, 7),
+            curation_table=env.get(CURATION_TABLE, ""),
             model_aliases=parse_aliases(env.get(MODEL_ALIASES, ""), MODEL_ALIASES),
             aws_endpoint_url=env.get(AWS_ENDPOINT_URL, ""),
             bedrock_endpoint_url=env.get(AWS_ENDPOINT_URL_BEDROCK_RUNTIME, ""),

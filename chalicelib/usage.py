@@ -129,8 +129,18 @@ def format_timestamp(moment: datetime) -> str:
 
 
 def parse_timestamp(text: str) -> datetime:
-    """Inverse of `format_timestamp` (accepts any ISO-8601 form Python understands)."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    """Inverse of `format_timestamp` (accepts any ISO-8601 form Python understands, with a zone).
+
+    A timestamp without a zone is a ValueError: read as local time it would name another instant
+    on every machine whose clock is not in UTC.
+    """
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("timestamp has no time zone")
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # an offset that moves year 1 or 9999 out of range
+        raise ValueError("timestamp is out of range") from None
 
 
 @dataclass(frozen=True)

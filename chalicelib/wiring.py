@@ -8,12 +8,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from chalicelib.analytics import maintenance
+from chalicelib.analytics.catalog import PartitionCatalog
 from chalicelib.analytics.partitions import PartitionJobConfig, Progress
+from chalicelib.analytics.state import CurationStateStore, DynamoCurationStateStore
 from chalicelib.bedrock import BedrockModel
 from chalicelib.budgets.alerts import AlertPublisher, BudgetAlerts, SnsAlertPublisher
 from chalicelib.budgets.dynamo import DynamoBudgetStore
 from chalicelib.budgets.plans import default_plan
-from chalicelib.budgets.repair import S3UsageEventFinder, UsageEventFinder, repair_budgets
+from chalicelib.budgets.repair import UsageEventFinder, repair_budgets
 from chalicelib.budgets.service import BudgetService
 from chalicelib.budgets.store import BudgetStore
 from chalicelib.chat import ChatLimits, ChatService
@@ -73,6 +75,7 @@ OVERRIDABLE = frozenset(
         "budget_clock",
         "usage_event_finder",
         "call_metrics",
+        "curation_state",
     }
 )
 
@@ -290,8 +293,7 @@ def query_engine(settings: Settings) -> QueryEngine:
         if settings.query_engine == ENGINE_DUCKDB:
             return DuckDBEngine(
                 s3=analytics_s3(settings),
-                bucket=settings.analytics_bucket,
-                prefix=settings.curated_prefix,
+                catalog=partition_catalog(settings),
                 database=settings.glue_database,
                 table=settings.glue_table,
             )
@@ -304,6 +306,26 @@ def query_engine(settings: Settings) -> QueryEngine:
     return _container.get("query_engine", settings, build)
 
 
+def partition_catalog(settings: Settings) -> PartitionCatalog:
+    """The curated table's Glue partitions (where each day's current generation is)."""
+    return PartitionCatalog(
+        settings.glue_database, settings.glue_table, client=client("glue", settings)
+    )
+
+
+def curation_state(settings: Settings) -> CurationStateStore:
+    """Each curated day's committed generation and lease (the curation table)."""
+
+    def build() -> CurationStateStore:
+        if not settings.curation_table:
+            raise ConfigurationError("CURATION_TABLE must be set where usage is curated")
+        return DynamoCurationStateStore(
+            settings.curation_table, client=client("dynamodb", settings)
+        )
+
+    return _container.get("curation_state", settings, build)
+
+
 def run_partition_maintenance(
     settings: Settings,
     now: datetime,
@@ -313,6 +335,7 @@ def run_partition_maintenance(
     allow_shrink: bool = False,
     progress: Progress | None = None,
     keep_going: bool = True,
+    wait_s: float = 0.0,
 ) -> dict[str, Any]:
     """Partition maintenance with the stage's clients, for the days `days_back` from `now`
     (the schedules, the local job loop, `meterctl backfill`); see `maintenance.run`."""
@@ -321,11 +344,13 @@ def run_partition_maintenance(
         now,
         days_back,
         s3=analytics_s3(settings),
-        boto3_session=analytics_session(settings),
+        catalog=partition_catalog(settings),
+        state=curation_state(settings),
         force=force,
         allow_shrink=allow_shrink,
         progress=progress,
         keep_going=keep_going,
+        wait_s=wait_s,
     )
 
 
@@ -385,17 +410,25 @@ def budget_service(settings: Settings) -> BudgetService:
 
 
 def usage_event_finder(settings: Settings) -> UsageEventFinder:
-    """Reads usage events back from the analytics bucket (for the budget repair job)."""
-    return _container.get(
-        "usage_event_finder",
-        settings,
-        lambda: S3UsageEventFinder(
-            settings.analytics_bucket,
-            settings.raw_prefix,
-            settings.fallback_prefix,
-            client=analytics_s3(settings),
-        ),
-    )
+    """Finds usage events by id for the budget repair: fallback, the curated generation's row
+    groups, then the raw objects not curated yet (a day never curated: raw only)."""
+
+    def build() -> UsageEventFinder:
+        from chalicelib.analytics.lookup import CuratedEventFinder
+        from chalicelib.layout import BucketLayout
+
+        return CuratedEventFinder(
+            bucket=settings.analytics_bucket,
+            layout=BucketLayout(
+                raw_prefix=settings.raw_prefix,
+                fallback_prefix=settings.fallback_prefix,
+                curated_prefix=settings.curated_prefix,
+            ),
+            s3=analytics_s3(settings),
+            state=curation_state(settings) if settings.curation_table else None,
+        )
+
+    return _container.get("usage_event_finder", settings, build)
 
 
 def run_budget_repair(settings: Settings, now: datetime) -> dict[str, int]:

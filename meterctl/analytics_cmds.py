@@ -1,4 +1,5 @@
-"""meterctl analytics commands: `sql`, `usage` and `backfill` against the current target."""
+"""meterctl analytics commands: `sql`, `usage`, `backfill` and `quarantine` against the
+current target."""
 
 from __future__ import annotations
 
@@ -68,7 +69,34 @@ def register(commands: Any) -> None:
         action="store_true",
         help="accept a partition with fewer events than its last build (raw data deleted)",
     )
+    backfill.add_argument(
+        "--wait",
+        type=float,
+        default=BACKFILL_WAIT_S,
+        help="seconds to wait for a day another run is curating (default 600)",
+    )
     backfill.set_defaults(handler=cmd_backfill)
+
+    quarantine = commands.add_parser(
+        "quarantine",
+        help="the lines of raw and fallback objects that are not valid usage events",
+    ).add_subparsers(dest="action", required=True)
+    listing = quarantine.add_parser(
+        "list", help="list quarantined lines: source object, line number, reason, text"
+    )
+    listing.add_argument(
+        "--from", dest="first", help="first UTC day of the source objects, YYYY-MM-DD"
+    )
+    listing.add_argument("--to", dest="last", help="last UTC day (default: --from)")
+    listing.add_argument("--format", choices=["table", "json"], default="table")
+    listing.set_defaults(handler=cmd_quarantine_list)
+    redrive = quarantine.add_parser(
+        "redrive",
+        help="put corrected events (JSON lines, from a file or stdin) where the partition job "
+        "reads them: the fallback location under each event's own hour",
+    )
+    redrive.add_argument("file", help="JSON lines of corrected events ('-' for stdin)")
+    redrive.set_defaults(handler=cmd_quarantine_redrive)
 
 
 # --------------------------------------------------------------------------- sql
@@ -198,6 +226,8 @@ def cmd_usage(args: argparse.Namespace, target: Target) -> int:
 
 # --------------------------------------------------------------------------- backfill
 
+BACKFILL_WAIT_S = 600.0  # a scheduled run of the same day finishes well within this
+
 
 def _day(text: str, name: str) -> date:
     try:
@@ -238,17 +268,97 @@ def cmd_backfill(args: argparse.Namespace, target: Target) -> int:
             allow_shrink=args.allow_shrink,
             progress=progress,
             keep_going=False,  # stop at the first failing day, with its reason
+            wait_s=args.wait,
         )
     except MeteringError as exc:
         raise CliError(exc.message) from None
     results = summary["partitions"]
-    columns = ["day", "status", "input_objects", "lines", "events", "duplicates", "invalid_lines"]
+    columns = ["day", "status", "input_objects", "lines", "events", "duplicates", "quarantined"]
     print(render(columns, [[r[c] for c in columns] for r in results]), end="")
     orphaned = {d: n for r in results for d, n in r["orphaned"].items()}
     if orphaned:
         print(
-            f"warning: events outside their day's window were found for {orphaned}; "
-            "rebuild those days with a larger --lateness-hours",
+            f"note: events outside their day's window were found for {orphaned}; they were "
+            "re-filed under fallback/ for their own day: backfill those days to curate them",
             file=sys.stderr,
         )
+    busy = [r["day"] for r in results if r["status"] == "busy"]
+    if busy:
+        print(f"warning: other runs held {', '.join(busy)} past --wait", file=sys.stderr)
+    quarantined = sum(r["quarantined"] for r in results)
+    if quarantined:
+        print(f"note: {quarantined} line(s) quarantined: meterctl quarantine list", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------- quarantine
+
+
+def cmd_quarantine_list(args: argparse.Namespace, target: Target) -> int:
+    from chalicelib import wiring
+    from chalicelib.analytics import quarantine
+    from chalicelib.layout import BucketLayout, day_path
+
+    settings = target.settings()
+    layout = BucketLayout(raw_prefix=settings.raw_prefix, fallback_prefix=settings.fallback_prefix)
+    s3 = wiring.analytics_s3(settings)
+    prefixes = [""]
+    if args.first:
+        first = _day(args.first, "--from")
+        last = _day(args.last, "--to") if args.last else first
+        if first > last:
+            raise CliError("--from is after --to.")
+        days = [first.fromordinal(n) for n in range(first.toordinal(), last.toordinal() + 1)]
+        prefixes = [
+            source + day_path(day)
+            for source in (layout.raw_prefix, layout.fallback_prefix)
+            for day in days
+        ]
+    lines = [
+        line
+        for prefix in prefixes
+        for line in quarantine.listing(s3, settings.analytics_bucket, layout, under=prefix)
+    ]
+    if args.format == "json":
+        for line in lines:
+            print(json.dumps(dataclasses.asdict(line)))
+        return 0
+    rows = [[line.source, line.line, line.reason, _shortened(line.text)] for line in lines]
+    print(render(["source", "line", "reason", "text"], rows), end="")
+    return 0
+
+
+def _shortened(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def cmd_quarantine_redrive(args: argparse.Namespace, target: Target) -> int:
+    from chalicelib import wiring
+    from chalicelib.analytics.parsing import InvalidEventError, parse_line
+    from chalicelib.layout import BucketLayout
+
+    if args.file == "-":
+        raw = sys.stdin.buffer.read()
+    else:
+        with open(args.file, "rb") as handle:
+            raw = handle.read()
+    settings = target.settings()
+    layout = BucketLayout(fallback_prefix=settings.fallback_prefix)
+    lines = [line for line in raw.split(b"\n") if line.strip()]
+    events = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            events.append((parse_line(line.strip()), line.strip()))
+        except InvalidEventError as exc:
+            raise CliError(f"line {number} is still not a valid event: {exc}") from None
+    s3 = wiring.analytics_s3(settings)
+    for record, line in events:
+        key = layout.fallback_key(record["event_id"], record["_ts"])
+        s3.put_object(Bucket=settings.analytics_bucket, Key=key, Body=line + b"\n")
+        print(f"{record['event_id']} -> s3://{settings.analytics_bucket}/{key}")
+    print(
+        f"{len(events)} event(s) re-driven; the next run for their days curates them "
+        "(meterctl backfill --from <day> for days older than the sweep).",
+        file=sys.stderr,
+    )
     return 0

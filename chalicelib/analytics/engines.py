@@ -16,10 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from chalicelib.analytics.catalog import PartitionCatalog
+from chalicelib.analytics.curated import conform
 from chalicelib.analytics.schema import curated_arrow_schema
 from chalicelib.aws_errors import is_not_found
 from chalicelib.errors import AnalyticsUnavailableError, ConfigurationError
-from chalicelib.layout import BucketLayout
+from chalicelib.layout import split_s3_url
 from chalicelib.usage import FIELDS
 
 logger = logging.getLogger(__name__)
@@ -135,27 +137,29 @@ def to_duckdb(sql: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class _Snapshot:
-    """The curated objects a loaded table was built from."""
+    """The partitions (values, location) a loaded table was built from. A generation folder
+    never changes once committed, so the same locations mean the same rows."""
 
-    objects: tuple[tuple[str, str], ...]  # (key, etag), sorted
+    partitions: tuple[tuple[tuple[str, ...], str], ...]
 
 
 class DuckDBEngine:
     """Runs transpiled statements on DuckDB over the curated Parquet in S3 (the local stack).
 
-    The Parquet objects are read with boto3 (DuckDB itself never opens an s3:// URL nor
-    downloads an extension), concatenated into one Arrow table, and exposed as
-    `<database>.<table>` with the database on the search path, so both the qualified names of
-    the reference queries and the unqualified ones of chalicelib.analytics.queries resolve.
-    The table is reloaded only when the set of objects changes.
+    It reads what Athena would: the Glue table's partitions, each from the folder its
+    location names (the files directly in it, not those whose names start with `_` or `.`,
+    which Hive-style readers skip). The objects are read with boto3 (DuckDB itself never
+    opens an s3:// URL nor downloads an extension), concatenated into one Arrow table, and
+    exposed as `<database>.<table>` with the database on the search path, so both the
+    qualified names of the reference queries and the unqualified ones of
+    chalicelib.analytics.queries resolve. The table is reloaded only when a partition moves.
     """
 
     def __init__(
         self,
         *,
         s3: Any,
-        bucket: str,
-        prefix: str,
+        catalog: PartitionCatalog,
         database: str,
         table: str,
         max_load_attempts: int = 3,
@@ -164,8 +168,7 @@ class DuckDBEngine:
             if not _IDENTIFIER.match(name):
                 raise ConfigurationError(f"not a usable SQL identifier: {name!r}")
         self._s3 = s3
-        self._bucket = bucket
-        self._layout = BucketLayout(curated_prefix=prefix)
+        self._catalog = catalog
         self._database = database
         self._table = table
         self._max_load_attempts = max_load_attempts
@@ -201,7 +204,7 @@ class DuckDBEngine:
             try:
                 table = self._load(snapshot)
             except _ObjectVanishedError as exc:
-                # The partition job replaced a day between our listing and our read.
+                # A folder retired long ago was deleted between our listing and our read.
                 if attempt == self._max_load_attempts:
                     raise AnalyticsUnavailableError(UNAVAILABLE, detail="data moving") from exc
                 continue
@@ -213,47 +216,51 @@ class DuckDBEngine:
     def _list(self) -> _Snapshot:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        objects: list[tuple[str, str]] = []
         try:
-            paginator = self._s3.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self._bucket, Prefix=self._layout.curated_prefix):
-                for item in page.get("Contents", []):
-                    if item["Key"].endswith(".parquet"):
-                        objects.append((item["Key"], item.get("ETag", "")))
+            partitions = self._catalog.partitions()
         except (BotoCoreError, ClientError) as exc:
             raise AnalyticsUnavailableError(UNAVAILABLE, detail=str(exc)) from exc
-        return _Snapshot(tuple(sorted(objects)))
+        return _Snapshot(tuple((p.values, p.location) for p in partitions))
 
     def _load(self, snapshot: _Snapshot) -> Any:
         import pyarrow as pa
         import pyarrow.parquet as pq
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         schema = curated_arrow_schema()
         tables = []
-        for key, _etag in snapshot.objects:
-            values = self._layout.partition_of(key)
-            if values is None:
-                continue  # not in a partition directory (Athena would not read it either)
+        for values, location in snapshot.partitions:
             try:
-                body = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+                bucket, folder = split_s3_url(location.rstrip("/") + "/")
+            except ValueError:
+                continue  # not an S3 folder: Athena could not read it either
+            try:
+                for key in self._files(bucket, folder):
+                    body = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                    part = conform(pq.read_table(io.BytesIO(body)))
+                    rows = part.num_rows
+                    columns = [part.column(name) for name in FIELDS]
+                    columns += [pa.repeat(pa.scalar(v, pa.string()), rows) for v in values]
+                    tables.append(pa.Table.from_arrays(columns, schema=schema))
             except ClientError as exc:
                 if is_not_found(exc):
-                    raise _ObjectVanishedError(key) from exc
+                    raise _ObjectVanishedError(location) from exc
                 raise AnalyticsUnavailableError(UNAVAILABLE, detail=str(exc)) from exc
-            part = pq.read_table(io.BytesIO(body))
-            rows = part.num_rows
-            columns = [
-                part.column(name).cast(schema.field(name).type)
-                if name in part.column_names
-                else pa.nulls(rows, schema.field(name).type)
-                for name in FIELDS
-            ]
-            columns += [pa.repeat(pa.scalar(value, pa.string()), rows) for value in values]
-            tables.append(pa.Table.from_arrays(columns, schema=schema))
+            except BotoCoreError as exc:
+                raise AnalyticsUnavailableError(UNAVAILABLE, detail=str(exc)) from exc
         if not tables:
             return schema.empty_table()
         return pa.concat_tables(tables)
+
+    def _files(self, bucket: str, folder: str) -> list[str]:
+        keys: list[str] = []
+        paginator = self._s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=folder, Delimiter="/"):
+            for item in page.get("Contents", []):
+                name = item["Key"][len(folder) :]
+                if name and not name.startswith(("_", ".")) and item.get("Size", 1) > 0:
+                    keys.append(item["Key"])
+        return sorted(keys)
 
     def _connect(self, table: Any) -> Any:
         import duckdb

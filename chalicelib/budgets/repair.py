@@ -11,35 +11,36 @@ store cannot be read, the reservation is left for the next run, never released b
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Protocol
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from chalicelib.aws_errors import is_not_found
-from chalicelib.budgets.limits import Actual, month_key, previous_month_key
+from chalicelib.analytics.lookup import EventLookupError, EventRef, Lookup
+from chalicelib.budgets.limits import (
+    Actual,
+    MonthCounters,
+    Reservation,
+    month_key,
+    previous_month_key,
+)
+from chalicelib.budgets.plans import Plan
 from chalicelib.budgets.service import BudgetService
-from chalicelib.errors import BudgetStoreUnavailableError, MeteringError
-from chalicelib.layout import BucketLayout
+from chalicelib.errors import BudgetStoreUnavailableError
 from chalicelib.usage import TokenUsage, UsageEventRecord, parse_timestamp
 
 logger = logging.getLogger(__name__)
 
-
-class EventLookupError(MeteringError):
-    """The usage events could not be read; try again on the next run."""
+__all__ = ["EventLookupError", "EventRef", "InMemoryUsageEventFinder", "repair_budgets"]
 
 
 class UsageEventFinder(Protocol):
-    """Finds usage events by id (S3UsageEventFinder in production)."""
+    """Finds usage events by id (chalicelib.analytics.lookup.CuratedEventFinder in production)."""
 
-    def find(self, wanted: Mapping[str, datetime]) -> dict[str, UsageEventRecord]:
-        """Events among `wanted` (event id -> event timestamp) that exist; EventLookupError."""
+    def find(self, refs: Sequence[EventRef]) -> Lookup:
+        """The events among `refs` that exist, all tenants' at once; EventLookupError."""
         ...
 
 
@@ -49,83 +50,16 @@ class InMemoryUsageEventFinder:
     def __init__(self, events: Mapping[str, UsageEventRecord] | None = None) -> None:
         self.events = dict(events or {})
         self.failures = 0
+        self.calls = 0
 
-    def find(self, wanted: Mapping[str, datetime]) -> dict[str, UsageEventRecord]:
+    def find(self, refs: Sequence[EventRef]) -> Lookup:
+        self.calls += 1
         if self.failures > 0:
             self.failures -= 1
             raise EventLookupError("injected lookup failure")
-        return {event_id: self.events[event_id] for event_id in wanted if event_id in self.events}
-
-
-class S3UsageEventFinder:
-    """Reads raw usage events from the analytics bucket.
-
-    An event is in the fallback location under its own hour and id, or in a Firehose object
-    under raw/ for the hour it arrived (its own hour or the next one). Each raw hour is read
-    once per call, keeping only the events asked for.
-    """
-
-    def __init__(
-        self, bucket: str, raw_prefix: str, fallback_prefix: str, client: Any = None
-    ) -> None:
-        if client is None:
-            import boto3
-
-            client = boto3.client("s3")
-        self._client = client
-        self._bucket = bucket
-        self._layout = BucketLayout(raw_prefix=raw_prefix, fallback_prefix=fallback_prefix)
-
-    def find(self, wanted: Mapping[str, datetime]) -> dict[str, UsageEventRecord]:
-        try:
-            found = self._from_fallback(wanted)
-            missing = {k: v for k, v in wanted.items() if k not in found}
-            if missing:
-                found.update(self._from_raw(missing))
-        except (ClientError, BotoCoreError) as exc:
-            raise EventLookupError(f"usage events unreadable: {type(exc).__name__}") from exc
-        return found
-
-    def _from_fallback(self, wanted: Mapping[str, datetime]) -> dict[str, UsageEventRecord]:
-        found: dict[str, UsageEventRecord] = {}
-        for event_id, timestamp in wanted.items():
-            key = self._layout.fallback_key(event_id, timestamp)
-            try:
-                body = self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
-            except ClientError as exc:
-                if is_not_found(exc):
-                    continue
-                raise
-            found.update(_matching(body.splitlines(), {event_id}))
-        return found
-
-    def _from_raw(self, wanted: Mapping[str, datetime]) -> dict[str, UsageEventRecord]:
-        hours = sorted({t + timedelta(hours=h) for t in wanted.values() for h in (0, 1)})
-        prefixes = sorted({self._layout.raw_hour_prefix(hour) for hour in hours})
-        remaining = set(wanted)
-        found: dict[str, UsageEventRecord] = {}
-        paginator = self._client.get_paginator("list_objects_v2")
-        for prefix in prefixes:
-            for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
-                for obj in page.get("Contents", []):
-                    body = self._client.get_object(Bucket=self._bucket, Key=obj["Key"])["Body"]
-                    hits = _matching(body.iter_lines(), remaining)
-                    found.update(hits)
-                    remaining -= set(hits)
-                    if not remaining:
-                        return found
-        return found
-
-
-def _matching(lines: Any, wanted: set[str]) -> dict[str, UsageEventRecord]:
-    hits: dict[str, UsageEventRecord] = {}
-    for line in lines:
-        if not line.strip() or not any(event_id.encode() in line for event_id in wanted):
-            continue
-        record = json.loads(line)
-        if record.get("event_id") in wanted:
-            hits[record["event_id"]] = record
-    return hits
+        return Lookup(
+            {r.event_id: self.events[r.event_id] for r in refs if r.event_id in self.events}
+        )
 
 
 def actual_from_event(event: UsageEventRecord) -> Actual:
@@ -142,16 +76,33 @@ class RepairReport:
     released: int = 0
     alerts_sent: int = 0
     errors: int = 0
+    malformed_lines: int = 0  # lines naming a wanted event that are not valid events
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class _Due:
+    """A tenant's month with its expired reservations."""
+
+    tenant_id: str
+    month: str
+    plan: Plan
+    counters: MonthCounters
+    expired: tuple[Reservation, ...]
+
+
 def repair_budgets(
     now: datetime, *, service: BudgetService, finder: UsageEventFinder
 ) -> RepairReport:
-    """Repair this month's and last month's counters as of `now` (the job's clock)."""
-    totals = {"tenants": 0, "settled_from_events": 0, "released": 0, "alerts_sent": 0, "errors": 0}
+    """Repair this month's and last month's counters as of `now` (the job's clock).
+
+    Every tenant's expired reservations are looked up in one pass over the usage events; a
+    tenant whose counters cannot be read, or whose events cannot be, is left for the next run.
+    """
+    totals = dict.fromkeys(RepairReport().as_dict(), 0)
+    due: list[_Due] = []
     for month in (month_key(now), previous_month_key(now)):
         try:
             tenants = service.store.month_tenants(month)
@@ -161,45 +112,74 @@ def repair_budgets(
         for tenant_id in tenants:
             totals["tenants"] += 1
             try:
-                for key, count in _repair_tenant(service, finder, tenant_id, month, now).items():
-                    totals[key] += count
-            except (BudgetStoreUnavailableError, EventLookupError) as exc:
-                logger.warning(
-                    "budget repair skipped a tenant; next run retries",
-                    extra={"tenant_id": tenant_id, "month": month, "error": type(exc).__name__},
-                )
+                counters = service.store.get_month(tenant_id, month)
+                plan, _, _ = service.plan_for(tenant_id)
+            except BudgetStoreUnavailableError:
+                _skipped(tenant_id, month, "BudgetStoreUnavailableError")
                 totals["errors"] += 1
+                continue
+            expired = tuple(r for r in counters.reservations if r.expires_at <= now.timestamp())
+            due.append(_Due(tenant_id, month, plan, counters, expired))
+
+    refs = [
+        EventRef(r.reservation_id, item.tenant_id, parse_timestamp(r.event_timestamp))
+        for item in due
+        for r in item.expired
+    ]
+    events: dict[str, UsageEventRecord] | None = {}
+    if refs:
+        try:
+            lookup = finder.find(refs)
+            events = lookup.events
+            totals["malformed_lines"] += lookup.malformed_lines
+        except EventLookupError:
+            events = None  # unreadable: no reservation is released blind
+    for item in due:
+        if item.expired and events is None:
+            _skipped(item.tenant_id, item.month, "EventLookupError")
+            totals["errors"] += 1
+            continue
+        try:
+            for key, count in _repair_tenant(service, item, events or {}, now).items():
+                totals[key] += count
+        except BudgetStoreUnavailableError as exc:
+            _skipped(item.tenant_id, item.month, type(exc).__name__)
+            totals["errors"] += 1
     report = RepairReport(**totals)
     logger.info("budget repair finished", extra=report.as_dict())
+    if report.malformed_lines:
+        logger.error(
+            "usage lines naming an expired reservation's event are not valid events; "
+            "they were skipped (see the quarantine)",
+            extra={"malformed_lines": report.malformed_lines},
+        )
     return report
 
 
+def _skipped(tenant_id: str, month: str, error: str) -> None:
+    logger.warning(
+        "budget repair skipped a tenant; next run retries",
+        extra={"tenant_id": tenant_id, "month": month, "error": error},
+    )
+
+
 def _repair_tenant(
-    service: BudgetService,
-    finder: UsageEventFinder,
-    tenant_id: str,
-    month: str,
-    now: datetime,
+    service: BudgetService, item: _Due, events: Mapping[str, UsageEventRecord], now: datetime
 ) -> dict[str, int]:
     counts = {"settled_from_events": 0, "released": 0, "alerts_sent": 0}
-    counters = service.store.get_month(tenant_id, month)
-    expired = [r for r in counters.reservations if r.expires_at <= now.timestamp()]
-    plan, _, _ = service.plan_for(tenant_id)
-    if expired:
-        events = finder.find(
-            {r.reservation_id: parse_timestamp(r.event_timestamp) for r in expired}
-        )
-        for reservation in expired:
+    counters = item.counters
+    if item.expired:
+        for reservation in item.expired:
             event = events.get(reservation.reservation_id)
             actual = actual_from_event(event) if event is not None else None
-            outcome = service.repair(reservation, actual, plan)
+            outcome = service.repair(reservation, actual, item.plan)
             if outcome == "settled":
                 counts["settled_from_events"] += 1
             elif outcome == "released":
                 counts["released"] += 1
             elif outcome == "failed":
                 raise BudgetStoreUnavailableError("settle failed during repair")
-        counters = service.store.get_month(tenant_id, month)
-    catch_up = month == month_key(now)
-    counts["alerts_sent"] += service.check_alerts(counters, plan, catch_up=catch_up)
+        counters = service.store.get_month(item.tenant_id, item.month)
+    catch_up = item.month == month_key(now)
+    counts["alerts_sent"] += service.check_alerts(counters, item.plan, catch_up=catch_up)
     return counts

@@ -87,6 +87,7 @@ def make_settings(**overrides: str) -> Settings:
         "DEFAULT_MAX_TOKENS": "64",
         "MAX_TOKENS_LIMIT": "256",
         "BUDGETS_ENABLED": "false",
+        "CURATION_TABLE": "bedrock-metering-test-curation",
     }
     env.update(overrides)
     return Settings.from_env(env)

@@ -11,7 +11,7 @@ import pytest
 from chalicelib import wiring
 from chalicelib.settings import Settings
 from meterctl.cli import main
-from tests.support.lake import Lake, create_catalog
+from tests.support.lake import CURATION_TABLE, Lake, create_catalog
 from tests.support.usage_events import event
 
 BUCKET = "meterctl-analytics-test"
@@ -24,7 +24,7 @@ def outputs(local_endpoint: str, tmp_path: Path) -> Path:
     settings = Settings.from_env({"AWS_ENDPOINT_URL": local_endpoint})
     s3 = wiring.client("s3", settings)
     s3.create_bucket(Bucket=BUCKET)
-    create_catalog(BUCKET, wiring.client("glue", settings))
+    create_catalog(BUCKET, wiring.client("glue", settings), wiring.client("dynamodb", settings))
     Lake(BUCKET, client=s3).put_raw(
         DAY, [event("tenant-a", DAY), event("tenant-a", DAY), event("tenant-b", DAY)]
     )
@@ -35,6 +35,7 @@ def outputs(local_endpoint: str, tmp_path: Path) -> Path:
                 "AnalyticsBucketName": BUCKET,
                 "GlueDatabaseName": "bedrock_metering_db",
                 "GlueTableName": "token_usage_logs",
+                "CurationTableName": CURATION_TABLE,
                 "AwsEndpointUrl": local_endpoint,
                 "Region": "us-east-1",
             }
@@ -90,9 +91,56 @@ def test_a_failing_day_stops_the_backfill_with_its_reason(
     capsys.readouterr()
 
     code = main(
-        ["--outputs", str(outputs), "backfill", "--from", "2025-12-07", "--to", "2025-12-08"]
+        [
+            "--outputs",
+            str(outputs),
+            "backfill",
+            "--from",
+            "2025-12-07",
+            "--to",
+            "2025-12-08",
+            "--force",
+        ]
     )
     err = capsys.readouterr().err
     assert code == 2
     assert "raw objects may have been deleted" in err
     assert "day 2/2" not in err  # stopped at the failing day
+
+
+def test_quarantine_list_shows_each_bad_line_and_redrive_curates_the_fixed_one(
+    outputs: Path, local_endpoint: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    s3 = wiring.client("s3", Settings.from_env({"AWS_ENDPOINT_URL": local_endpoint}))
+    broken = {**event("tenant-c", DAY, event_id="fix-me"), "status": "done"}
+    key = "raw/2025/12/07/12/with-a-bad-line"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(broken).encode() + b"\n")
+    assert main(["--outputs", str(outputs), "backfill", "--from", "2025-12-07"]) == 0
+    assert "1 line(s) quarantined" in capsys.readouterr().err
+
+    assert main(["--outputs", str(outputs), "quarantine", "list", "--from", "2025-12-07"]) == 0
+    out = capsys.readouterr().out
+    assert key in out
+    assert "unknown status 'done'" in out
+    assert main(["--outputs", str(outputs), "quarantine", "list", "--format", "json"]) == 0
+    (listed,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (listed["source"], listed["line"]) == (key, 1)
+
+    fixed = tmp_path / "fixed.jsonl"
+    fixed.write_text(json.dumps({**broken, "status": "ok"}) + "\n")
+    assert main(["--outputs", str(outputs), "quarantine", "redrive", str(fixed)]) == 0
+    assert "fallback/2025/12/07/12/fix-me.json" in capsys.readouterr().out
+    assert main(["--outputs", str(outputs), "backfill", "--from", "2025-12-07"]) == 0
+    capsys.readouterr()
+    sql = "SELECT status FROM token_usage_logs WHERE event_id = 'fix-me'"
+    assert main(["--outputs", str(outputs), "sql", "--format", "json", sql]) == 0
+    assert json.loads(capsys.readouterr().out) == {"status": "ok"}
+
+
+def test_redrive_refuses_a_line_that_is_still_broken(
+    outputs: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    still = tmp_path / "still.jsonl"
+    still.write_text(json.dumps({**event(), "cost_usd": "-1"}) + "\n")
+    assert main(["--outputs", str(outputs), "quarantine", "redrive", str(still)]) == 2
+    assert "still not a valid event: cost_usd is negative" in capsys.readouterr().err

@@ -13,7 +13,6 @@ from chalice.test import Client
 
 from chalicelib import wiring
 from chalicelib.analytics.engines import QueryEngine, QueryResult
-from chalicelib.analytics.partitions import job
 from chalicelib.analytics.queries import NAMED_QUERIES
 from chalicelib.errors import AnalyticsUnavailableError
 from chalicelib.settings import Settings
@@ -87,7 +86,7 @@ def usage(client: Client, app_env: Settings) -> Client:
         },
     ]
     lake.put_raw(start, events)
-    job(day=TODAY, now=NOW, config=lake.config, s3=lake.s3)
+    lake.run(TODAY, now=NOW)
     wiring.override(settings=make_settings(QUERY_ENGINE="duckdb"))
     return client
 

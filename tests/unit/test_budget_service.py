@@ -140,6 +140,26 @@ def test_repair_keeps_reservations_while_events_cannot_be_read() -> None:
     assert env.repair(after_s=900)["released"] == 1
 
 
+def test_repair_looks_up_every_tenants_expired_events_in_one_pass() -> None:
+    env = Env(budget="1")
+    plan = Plan(Decimal("1"), 100_000, 100, (DEFAULT_MODEL_ID,))
+    for tenant in ("t", "u", "v"):
+        env.store.plans[tenant] = StoredPlan(plan, "", "test")
+        for number in range(2):
+            env.service.reserve(
+                tenant_id=tenant,
+                model_id=DEFAULT_MODEL_ID,
+                prompt="hi",
+                max_tokens=64,
+                event_id=f"{tenant}-{number}",
+                timestamp=env.now,
+            )
+        env.finder.events[f"{tenant}-0"] = event_record(f"{tenant}-0")
+    report = env.repair(after_s=900)
+    assert env.finder.calls == 1
+    assert (report["tenants"], report["settled_from_events"], report["released"]) == (3, 3, 3)
+
+
 def test_repair_covers_last_month_after_rollover() -> None:
     env = Env()
     env.now = datetime(2026, 11, 30, 23, 59, 50, tzinfo=UTC)

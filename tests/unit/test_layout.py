@@ -33,8 +33,14 @@ def test_hour_of_key_reads_firehose_layout_only(key: str, expected: datetime | N
 def test_documented_keys_and_prefixes() -> None:
     assert LAYOUT.raw_hour_prefix(HOUR) == "raw/2025/12/07/13/"
     assert LAYOUT.fallback_key("ev-1", HOUR) == "fallback/2025/12/07/13/ev-1.json"
-    assert LAYOUT.manifest_key(DAY) == "manifests/usage/2025-12-07.json"
     assert LAYOUT.partition_prefix(DAY) == "usage/year=2025/month=12/day=07/"
+    folder = LAYOUT.generation_prefix(DAY, "r1")
+    assert folder == "usage/gen/year=2025/month=12/day=07/r1/"
+    assert LAYOUT.curated_file_key(folder, 3) == folder + "part-0003.snappy.parquet"
+    assert LAYOUT.bucket_of_file(folder + "part-0003.snappy.parquet") == 3
+    assert LAYOUT.source_manifest_key(DAY, "r1") == "manifests/usage/2025-12-07/r1.json.gz"
+    assert LAYOUT.quarantine_key("raw/2025/12/07/13/x") == "quarantine/raw/2025/12/07/13/x.jsonl"
+    assert LAYOUT.source_of_quarantine_key("quarantine/raw/2025/x.jsonl") == "raw/2025/x"
     assert LAYOUT.curated_url("bucket") == "s3://bucket/usage/"
 
 

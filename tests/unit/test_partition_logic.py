@@ -1,4 +1,4 @@
-"""Partition maintenance, the pure parts: which hours, parsing, the day's rows, dedupe."""
+"""Partition maintenance, the pure parts: which hours, parsing, the day's rows, dedupe, buckets."""
 
 from __future__ import annotations
 
@@ -10,29 +10,38 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from chalicelib.analytics.partitions import (
-    SourceObject,
-    curated_table,
-    dedupe,
-    in_window,
-    inputs_digest,
-    parse_cost,
-    parse_events,
-    source_hours,
+from chalicelib.analytics.dedupe import (
+    NEW_RANK,
+    bucket_count,
+    bucket_of,
+    first_copies,
+    id_hashes,
+    partition_rows,
     split_by_day,
+    with_origin,
 )
-from chalicelib.analytics.schema import curated_arrow_schema
-from chalicelib.usage import FIELDS
+from chalicelib.analytics.parsing import parse_lines, parse_object
+from chalicelib.analytics.sources import SourceManifest, SourceObject, in_window, source_hours
 from tests.support.usage_events import event, ndjson
 
 DAY = date(2025, 12, 7)
 
 
 def parse(body: bytes, source_rank: int = 0, object_index: int = 0) -> tuple[pa.Table, int, int]:
-    table, lines, _invalid, invalid_count = parse_events(
-        body, key="raw/x", source_rank=source_rank, object_index=object_index
-    )
-    return table, lines, invalid_count
+    parsed = parse_object(body, "raw/x")
+    table = with_origin(parsed.table, NEW_RANK, source_rank, object_index)
+    return table, parsed.lines, len(parsed.poison)
+
+
+def parse_events(body: bytes) -> tuple[pa.Table, int, list[tuple[int, str]], int]:
+    parsed = parse_object(body, "raw/k")
+    poison = [(line.line, line.reason) for line in parsed.poison]
+    return parsed.table, parsed.lines, poison, len(poison)
+
+
+def dedupe(table: pa.Table) -> tuple[pa.Table, int]:
+    keep, dropped = first_copies(table)
+    return table.take(keep), dropped
 
 
 def test_a_day_reads_the_hour_before_its_24_hours_and_the_lateness_window() -> None:
@@ -45,14 +54,17 @@ def test_a_day_reads_the_hour_before_its_24_hours_and_the_lateness_window() -> N
     assert not in_window(datetime(2025, 12, 6, 22, tzinfo=UTC), DAY, 2, 1)
 
 
-def test_inputs_digest_ignores_listing_order_but_sees_a_replaced_object() -> None:
+def test_a_source_manifest_ignores_listing_order_but_sees_a_replaced_object() -> None:
     hour = datetime(2025, 12, 7, 1, tzinfo=UTC)
     objects = [SourceObject("raw", f"raw/k{i}", f'"e{i}"', 10, hour) for i in range(5)]
     shuffled = list(objects)
     random.Random(7).shuffle(shuffled)
-    assert inputs_digest(objects) == inputs_digest(shuffled)
-    replaced = [*objects[:4], SourceObject("raw", "raw/k4", '"other"', 10, hour)]
-    assert inputs_digest(replaced) != inputs_digest(objects)
+    empty = SourceManifest("2025-12-07", ())
+    assert empty.with_objects(objects) == empty.with_objects(shuffled)
+    held = empty.with_objects(objects).identities()
+    replaced = SourceObject("raw", "raw/k4", '"other"', 10, hour)
+    assert replaced.identity not in held
+    assert SourceManifest.from_bytes(empty.with_objects(objects).to_bytes()).identities() == held
 
 
 def test_wellformed_objects_parse_the_same_vectorised_and_line_by_line() -> None:
@@ -76,11 +88,11 @@ def test_blank_lines_are_skipped_and_unknown_fields_ignored() -> None:
         ({"tenant_id": None}, "tenant_id is missing"),
         ({"input_tokens": "10"}, "input_tokens must be an integer"),
         ({"input_tokens": True}, "input_tokens must be an integer"),
-        ({"cost_usd": 0.1}, "cost_usd must be a decimal string"),
+        ({"cost_usd": 0.1}, "cost_usd: amount must be a decimal string"),
         ({"cost_usd": "0.0000000000001"}, "more than 12 decimal places"),
-        ({"cost_usd": "NaN"}, "out of range"),
+        ({"cost_usd": "NaN"}, "not a finite amount"),
         ({"timestamp": "2025-12-07T10:00:00"}, "no time zone"),
-        ({"timestamp": "yesterday"}, "not ISO-8601"),
+        ({"timestamp": "yesterday"}, "timestamp does not parse"),
     ],
 )
 def test_a_bad_line_is_left_out_with_its_reason_and_the_rest_is_kept(
@@ -88,25 +100,29 @@ def test_a_bad_line_is_left_out_with_its_reason_and_the_rest_is_kept(
 ) -> None:
     bad = {**event(event_id="bad"), **change}
     body = ndjson([event(event_id="good")]) + json.dumps(bad).encode() + b"\n"
-    table, lines, invalid, count = parse_events(body, key="raw/k", source_rank=0, object_index=0)
+    table, lines, invalid, count = parse_events(body)
     assert table.column("event_id").to_pylist() == ["good"]
     assert (lines, count) == (2, 1)
-    assert invalid[0].line == 2
-    assert reason in invalid[0].reason
+    assert invalid[0][0] == 2
+    assert reason in invalid[0][1]
 
 
 def test_null_required_fields_are_caught_on_the_vectorised_path_too() -> None:
     body = ndjson([event(event_id="good"), {**event(event_id="bad"), "status": None}])
-    table, _lines, invalid, count = parse_events(body, key="raw/k", source_rank=0, object_index=0)
+    table, _lines, invalid, count = parse_events(body)
     assert table.column("event_id").to_pylist() == ["good"]
     assert count == 1
-    assert invalid[0].reason == "status is missing"
-    assert invalid[0].line == 2
+    assert invalid[0] == (2, "status is missing")
 
 
 def test_cost_stays_exact() -> None:
-    assert parse_cost("0.000000000001") == Decimal("1E-12")
-    assert parse_cost("1e-5") == Decimal("0.00001")
+    for text, value in (
+        ("0.000000000001", "1E-12"),
+        ("1e-5", "0.00001"),
+        ("0.10000000000000", "0.1"),
+    ):
+        (row,) = parse_lines(ndjson([event(cost_usd=text)]), "raw/k").table.to_pylist()
+        assert row["cost_usd"] == Decimal(value)
     costs = ["0.1", "0.2", "0.000000000001", "12345678901234567890.123456789012"]
     table, _, _ = parse(ndjson([event(cost_usd=c) for c in costs]))
     assert table.column("cost_usd").type == pa.decimal128(38, 12)
@@ -124,7 +140,10 @@ def test_only_the_days_events_are_kept_and_the_others_are_counted() -> None:
     table, _, _ = parse(ndjson(events))
     on_day, others = split_by_day(table, DAY)
     assert on_day.num_rows == 3
-    assert others == {date(2025, 12, 6): 1, date(2025, 12, 8): 1}
+    assert {day: rows.num_rows for day, rows in others.items()} == {
+        date(2025, 12, 6): 1,
+        date(2025, 12, 8): 1,
+    }
 
 
 def test_dedupe_keeps_the_earliest_copy_whatever_the_read_order() -> None:
@@ -146,14 +165,36 @@ def test_dedupe_keeps_the_earliest_copy_whatever_the_read_order() -> None:
     assert results == {((("dup", 1), ("solo", 10)), 2)}
 
 
-def test_curated_rows_have_the_table_columns_then_the_partition_values() -> None:
-    table, _, _ = parse(ndjson([event("b"), event("a")]))
-    curated = curated_table(table, DAY)
-    assert curated.schema == curated_arrow_schema()
-    assert curated.column_names == [*FIELDS, "year", "month", "day"]
-    assert curated.column("tenant_id").to_pylist() == ["a", "b"]
-    for name, value in (("year", "2025"), ("month", "12"), ("day", "07")):
-        assert set(curated.column(name).to_pylist()) == {value}
+def test_partition_rows_are_one_copy_each_ordered_by_tenant_then_time() -> None:
+    later = event("a", at="2025-12-07T11:00:00.000Z", event_id="a2")
+    table, _, _ = parse(
+        ndjson([event("b", event_id="b1"), later, event("a", event_id="a1"), later])
+    )
+    rows, dropped = partition_rows(table)
+    assert dropped == 1
+    assert rows.column("event_id").to_pylist() == ["a1", "a2", "b1"]
+
+
+def test_the_bucket_of_an_id_is_stable_and_spread() -> None:
+    ids = [f"evt-{n}" for n in range(4000)]
+    hashes = id_hashes(pa.array(ids)).tolist()
+    assert hashes == id_hashes(pa.chunked_array([ids[:1000], ids[1000:]])).tolist()
+    assert [bucket_of(i, 8) for i in ids[:50]] == [h % 8 for h in hashes[:50]]
+    # Fixed values: the bucket is part of the stored layout, so the hash must never change.
+    pinned = id_hashes(pa.array(["91ca3ed3-0000-4000-8000-000000000000", "a", "", "é"]))
+    assert pinned.tolist() == [
+        2479735936352261897,
+        13931324786166313877,
+        0,
+        8283935743313657925,
+    ]
+    counts = [0] * 8
+    for value in hashes:
+        counts[value % 8] += 1
+    assert min(counts) > 400  # about 500 each
+    assert bucket_count(0, 100) == 1
+    assert bucket_count(250, 100) == 4
+    assert bucket_count(10, 100, at_least=8) == 8
 
 
 def test_request_count_defaults_to_one_and_an_aggregate_keeps_its_count() -> None:
@@ -173,7 +214,7 @@ def test_request_count_defaults_to_one_and_an_aggregate_keeps_its_count() -> Non
 
 def test_a_request_count_below_one_is_not_an_event() -> None:
     body = ndjson([event(event_id="good"), {**event(event_id="bad"), "request_count": 0}])
-    table, _lines, invalid, count = parse_events(body, key="raw/k", source_rank=0, object_index=0)
+    table, _lines, invalid, count = parse_events(body)
     assert table.column("event_id").to_pylist() == ["good"]
     assert count == 1
-    assert "request_count" in invalid[0].reason
+    assert "request_count" in invalid[0][1]

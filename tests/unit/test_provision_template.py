@@ -28,6 +28,7 @@ EXPECTED_OUTPUTS = [
     "GlueTableName",
     "AthenaWorkGroupName",
     "PlansTableName",
+    "CurationTableName",
     "AlertsTopicArn",
 ]
 
@@ -165,7 +166,7 @@ def test_bucket_is_private_versioned_encrypted_and_expires_athena_results(
 
 
 def test_plans_table_has_generic_keys_ttl_and_pitr(template: dict[str, Any]) -> None:
-    table = properties(template, "AWS::DynamoDB::Table")
+    table = template["Resources"]["PlansTable"]["Properties"]
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert table["KeySchema"] == [
         {"AttributeName": "pk", "KeyType": "HASH"},

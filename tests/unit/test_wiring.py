@@ -63,6 +63,7 @@ BUILDERS: dict[str, Callable[[Settings], object]] = {
     "budget_clock": lambda _settings: wiring.budget_clock(),
     "usage_event_finder": wiring.usage_event_finder,
     "call_metrics": wiring.call_metrics,
+    "curation_state": wiring.curation_state,
 }
 
 
