@@ -24,6 +24,7 @@ from deploy.naming import API_FUNCTION, Deployment
 
 SERVERLESS_FUNCTION: Final = "AWS::Serverless::Function"
 LOG_RETENTION_DAYS: Final = 30
+DEFAULT_EPHEMERAL_STORAGE_MB: Final = 512
 API_URL_OUTPUT: Final = "ApiGatewayUrl"
 
 
@@ -81,6 +82,9 @@ def render(
         }
         if spec.pandas_layer:
             properties["Layers"] = [layer.arn]
+        if spec.ephemeral_storage_mb != DEFAULT_EPHEMERAL_STORAGE_MB:
+            # Chalice's config has no setting for /tmp's size.
+            properties["EphemeralStorage"] = {"Size": spec.ephemeral_storage_mb}
         resources[logical_id] = {"DependsOn": [log_group], "Properties": properties}
         document = iam.policy(iam.grants(spec, model_id, model_aliases), function_name)
         resources[role] = {

@@ -23,6 +23,7 @@ MAX_MEMORY_MB: Final = 3008
 # request the gateway gave up on is still finished (and its usage recorded) by the app.
 MAX_API_TIMEOUT_S: Final = 30
 MAX_JOB_TIMEOUT_S: Final = 900
+PARTITION_JOB_SPILL_MB: Final = 4096
 
 Kind = Literal["api", "partition-job", "repair-job"]
 
@@ -33,8 +34,10 @@ class FunctionSpec:
 
     name: str  # Chalice's function name (the handler's name in app.py)
     kind: Kind  # decides its IAM grants (deploy/iam.py)
-    pandas_layer: bool  # imports awswrangler (lazily) on some path
+    pandas_layer: bool  # imports pyarrow or awswrangler (lazily) on some path
     description: str
+    # Lambda's /tmp in MB (512 unless the code spills to disk).
+    ephemeral_storage_mb: int = 512
 
     @property
     def is_job(self) -> bool:
@@ -46,12 +49,32 @@ FUNCTIONS: Final[dict[str, FunctionSpec]] = {
     spec.name: spec
     for spec in (
         FunctionSpec(API_FUNCTION, "api", True, "the REST API (GET /usage reads Athena)"),
-        FunctionSpec("maintain_usage_today", "partition-job", True, "today's partition, hourly"),
+        # The partition job spills each day's events to /tmp by event id bucket: about 320
+        # bytes per event, so 4 GB holds a day of ~10M events (docs/analytics.md).
         FunctionSpec(
-            "maintain_usage_yesterday", "partition-job", True, "yesterday's partition, 00:40"
+            "maintain_usage_today",
+            "partition-job",
+            True,
+            "today's partition, every 2 minutes",
+            PARTITION_JOB_SPILL_MB,
         ),
-        FunctionSpec("sweep_late_usage", "partition-job", True, "older days with late objects"),
-        FunctionSpec("repair_budget_counters", "repair-job", False, "budget repair, 5 minutes"),
+        FunctionSpec(
+            "maintain_usage_yesterday",
+            "partition-job",
+            True,
+            "yesterday's partition, 03:10",
+            PARTITION_JOB_SPILL_MB,
+        ),
+        FunctionSpec(
+            "sweep_late_usage",
+            "partition-job",
+            True,
+            "older days with late objects",
+            PARTITION_JOB_SPILL_MB,
+        ),
+        # pyarrow (from the layer) reads the curated row groups that hold expired
+        # reservations' events.
+        FunctionSpec("repair_budget_counters", "repair-job", True, "budget repair, 5 minutes"),
     )
 }
 

@@ -24,6 +24,7 @@ from deploy.naming import Deployment
 VARIABLES: Final[Mapping[str, str]] = {
     "Bucket": "AnalyticsBucketName",
     "PlansTable": "PlansTableName",
+    "CurationTable": "CurationTableName",
     "Stream": "FirehoseStreamName",
     "AlertsTopicArn": "AlertsTopicArn",
     "GlueDatabase": "GlueDatabaseName",
@@ -39,6 +40,7 @@ def _arn(service: str, resource: str) -> str:
 
 BUCKET: Final = "arn:${AWS::Partition}:s3:::${Bucket}"
 PLANS_TABLE: Final = _arn("dynamodb", "table/${PlansTable}")
+CURATION_TABLE: Final = _arn("dynamodb", "table/${CurationTable}")
 STREAM: Final = _arn("firehose", "deliverystream/${Stream}")
 ALERTS_TOPIC: Final = "${AlertsTopicArn}"
 WORKGROUP: Final = _arn("athena", "workgroup/${WorkGroup}")
@@ -195,27 +197,38 @@ PARTITION_JOB_GRANTS: Final = (
         "ListUsageObjects",
         ("s3:ListBucket",),
         (BUCKET,),
-        "chalicelib/analytics/partitions.py lists raw/, fallback/ and the day's usage/ "
-        "partition. Not limited by prefix: S3 answers a read of a missing object (the first "
-        "manifest of a day) with 404 only to callers that may list the bucket, else 403.",
+        "chalicelib/analytics/sources.py lists raw/ and fallback/ hours; the job lists its "
+        "generation folders under usage/ and manifests/usage/ to retire them. Not limited by "
+        "prefix: S3 answers a read of a missing object with 404 only to callers that may list "
+        "the bucket, else 403.",
     ),
     Grant(
-        "ReadUsageSources",
+        "ReadUsageSourcesAndGenerations",
         ("s3:GetObject",),
-        objects("raw/", "fallback/", "manifests/usage/"),
-        "The job reads raw and fallback events and the day's manifest.",
+        objects("raw/", "fallback/", "usage/", "manifests/usage/"),
+        "The job reads raw and fallback events, the committed generation's files (to merge "
+        "new events into them, or copy them unchanged) and its manifest of input objects.",
     ),
     Grant(
-        "ReplaceCuratedUsage",
+        "WriteGenerations",
         ("s3:PutObject", "s3:DeleteObject"),
-        objects("usage/"),
-        "awswrangler.s3.to_parquet(mode=overwrite_partitions) replaces the day's Parquet.",
+        objects("usage/", "manifests/usage/"),
+        "chalicelib/analytics/curated.py writes a new generation of the day and its manifest; "
+        "retired generations are deleted after their grace period.",
     ),
     Grant(
-        "WriteManifests",
+        "QuarantineBadLines",
         ("s3:PutObject",),
-        objects("manifests/usage/"),
-        "The job records what each partition was built from.",
+        objects("quarantine/"),
+        "chalicelib/analytics/quarantine.py keeps each line that is not a valid event, with "
+        "its reason, source object and line number.",
+    ),
+    Grant(
+        "RefileStrayEvents",
+        ("s3:PutObject",),
+        objects("fallback/"),
+        "An event found outside its own day's window is re-filed under fallback/ for its "
+        "day's next run.",
     ),
     Grant(
         "AbortCuratedUploads",
@@ -225,10 +238,18 @@ PARTITION_JOB_GRANTS: Final = (
         allowance=True,
     ),
     Grant(
-        "RegisterPartitions",
-        ("glue:GetTable", "glue:BatchCreatePartition"),
+        "SwitchPartitions",
+        ("glue:GetTable", "glue:GetPartition", "glue:CreatePartition", "glue:UpdatePartition"),
         CATALOG,
-        "awswrangler registers the day's partition of the usage table.",
+        "chalicelib/analytics/catalog.py points the day's partition at its committed "
+        "generation (creating it on the day's first run).",
+    ),
+    Grant(
+        "CurationLeaseAndState",
+        ("dynamodb:GetItem", "dynamodb:UpdateItem"),
+        (CURATION_TABLE,),
+        "chalicelib/analytics/state.py: the day's lease and its committed generation "
+        "(conditional writes: overlapping runs commit once).",
     ),
 )
 
@@ -258,8 +279,16 @@ REPAIR_JOB_GRANTS: Final = (
     Grant(
         "ReadUsageEvents",
         ("s3:GetObject",),
-        objects("raw/", "fallback/"),
-        "The repair reads the usage event of an expired reservation.",
+        objects("raw/", "fallback/", "usage/", "manifests/usage/"),
+        "chalicelib/analytics/lookup.py reads an expired reservation's event: from fallback/ "
+        "by key, from the curated generation's row groups (ranged reads), or from raw objects "
+        "not curated yet (the generation's manifest says which).",
+    ),
+    Grant(
+        "ReadCurationState",
+        ("dynamodb:GetItem",),
+        (CURATION_TABLE,),
+        "The lookup reads which generation each day has committed.",
     ),
 )
 

@@ -28,6 +28,7 @@ OUTPUTS = {
     "GlueTableName": "token_usage_logs",
     "AthenaWorkGroupName": "bedrock-metering-workgroup",
     "PlansTableName": "bedrock-metering-dev-plans",
+    "CurationTableName": "bedrock-metering-dev-curation",
     "AlertsTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:bedrock-metering-dev-budget-alerts",
     "Region": REGION,
     "Stage": "dev",
@@ -49,7 +50,7 @@ def test_the_stage_config_holds_the_deployed_values(project: Path) -> None:
     assert variables["PLANS_TABLE"] == OUTPUTS["PlansTableName"]
     assert variables["TOKEN_VERIFICATION"] == "apigateway"
     functions = config["stages"]["dev"]["lambda_functions"]
-    assert "layers" not in functions["repair_budget_counters"]
+    assert functions["repair_budget_counters"]["layers"][0].startswith(f"arn:aws:lambda:{REGION}:")
     assert functions["api_handler"]["layers"][0].startswith(f"arn:aws:lambda:{REGION}:")
 
 

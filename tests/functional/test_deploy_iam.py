@@ -15,7 +15,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +26,7 @@ from botocore.stub import Stubber
 from chalice.test import Client
 
 from chalicelib import logs, wiring
+from chalicelib.analytics.partitions import PartitionJobConfig
 from chalicelib.bedrock import BedrockModel
 from chalicelib.budgets.dynamo import DynamoBudgetStore
 from chalicelib.identity import IdTokenVerifier
@@ -239,7 +240,16 @@ def test_api_function_needs_exactly_its_policy(stage: Stage) -> None:
     check(stage, "api_handler", stage.recorder.take())
 
 
-def test_partition_jobs_need_exactly_their_policy(stage: Stage) -> None:
+def test_partition_jobs_need_exactly_their_policy(
+    stage: Stage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No grace period: each run deletes the generations the run before it retired.
+    from_settings = PartitionJobConfig.from_settings.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        PartitionJobConfig,
+        "from_settings",
+        classmethod(lambda cls, settings: replace(from_settings(cls, settings), retention_s=0)),
+    )
     now = datetime.now(UTC).replace(minute=10, second=0, microsecond=0)
     hour = now - timedelta(hours=1)
     s3 = boto3.client("s3", region_name=REGION)
@@ -251,13 +261,22 @@ def test_partition_jobs_need_exactly_their_policy(stage: Stage) -> None:
         s3.put_object(
             Bucket=stage.bucket, Key=f"fallback/{hour:%Y/%m/%d/%H}/fb-1.json", Body=ndjson([late])
         )
+        # A line that is no event (quarantined), and an event of three days ago that reached
+        # this hour (re-filed under fallback/ for its own day).
+        stray = event(at=hour - timedelta(days=3), event_id="stray-1")
+        key = f"raw/{hour:%Y/%m/%d/%H}/stream-1-odd"
+        s3.put_object(Bucket=stage.bucket, Key=key, Body=b"not an event\n" + ndjson([stray]))
     first = stage.schedule("maintain_usage_today", now)
     assert first["partitions"][0]["status"] == "written"
     with stage.recorder.paused():  # a late object: the next run replaces the partition
         key = f"raw/{hour:%Y/%m/%d/%H}/stream-1-late"
         s3.put_object(Bucket=stage.bucket, Key=key, Body=ndjson([event(at=hour)]))
     assert stage.schedule("maintain_usage_today", now)["partitions"][0]["events"] == 4
+    stage.schedule("maintain_usage_today", now)  # nothing new: deletes the retired generation
     today = stage.recorder.take()
+    quarantined = s3.list_objects_v2(Bucket=stage.bucket, Prefix="quarantine/")["KeyCount"]
+    refiled = s3.list_objects_v2(Bucket=stage.bucket, Prefix="fallback/")["KeyCount"]
+    assert (quarantined, refiled) == (1, 2)
     stage.schedule("maintain_usage_yesterday", now)
     yesterday = stage.recorder.take()
     stage.schedule("sweep_late_usage", now)
@@ -273,11 +292,15 @@ def test_partition_jobs_need_exactly_their_policy(stage: Stage) -> None:
         ]
 
 
-def leave_a_stale_reservation(stage: Stage) -> datetime:
-    """A chat whose settle fails (its reservation stays open); when the repair may finish it."""
+def leave_a_stale_reservation(stage: Stage, budget: str = "0.00012") -> datetime:
+    """A chat whose settle fails (its reservation stays open); when the repair may finish it.
+
+    Each chat costs $0.0001 once repaired: 83 % of the default budget, so the repair sends the
+    50 and 80 % alerts.
+    """
     started = datetime.now(UTC)
     with stage.recorder.paused():
-        plan = {"monthly_budget_usd": "0.00012", "tokens_per_minute": 100_000}
+        plan = {"monthly_budget_usd": budget, "tokens_per_minute": 100_000}
         body = json.dumps({**plan, "requests_per_minute": 60})
         http = stage.client.http
         assert (
@@ -285,7 +308,7 @@ def leave_a_stale_reservation(stage: Stage) -> datetime:
         )
         failing = SettleFailingClient()
         wiring.override(budget_store=DynamoBudgetStore(stage.settings.plans_table, client=failing))
-        reply(stage.bedrock)  # 83 % of the budget once repaired: the repair sends the alerts
+        reply(stage.bedrock)
         chat = json.dumps({"prompt": "hi", "max_tokens": 64})
         assert http.post("/bedrock/chat", headers=auth("tenant-a"), body=chat).status_code == 200
         assert failing.failed == 1
@@ -295,8 +318,20 @@ def leave_a_stale_reservation(stage: Stage) -> datetime:
 
 
 def test_repair_job_needs_exactly_its_policy(stage: Stage) -> None:
-    report = stage.schedule("repair_budget_counters", leave_a_stale_reservation(stage))
-    assert report["settled_from_events"] + report["released"] == 1
+    # Three stale reservations whose events the repair finds in each place an event can be:
+    # the curated generation, a raw object not curated yet, and the fallback location.
+    budget = "0.00036"  # the three reservations fit; once repaired they spend 83 % of it
+    later = leave_a_stale_reservation(stage, budget)
+    with stage.recorder.paused():
+        stage.schedule("maintain_usage_today", datetime.now(UTC))
+    leave_a_stale_reservation(stage, budget)
+    with stage.recorder.paused():  # Firehose gone: the third event goes to fallback/
+        boto3.client("firehose", region_name=REGION).delete_delivery_stream(
+            DeliveryStreamName=stage.outputs["FirehoseStreamName"]
+        )
+    leave_a_stale_reservation(stage, budget)
+    report = stage.schedule("repair_budget_counters", later)
+    assert (report["settled_from_events"], report["released"]) == (3, 0)
 
     check(stage, "repair_budget_counters", stage.recorder.take())
 

@@ -102,4 +102,5 @@ def test_retained_resources_are_found_by_their_names() -> None:
             "bedrock-metering-dev-123456789012-ap-northeast-2",
         ),
         "PlansTable": ("AWS::DynamoDB::Table", "bedrock-metering-dev-plans"),
+        "CurationStateTable": ("AWS::DynamoDB::Table", "bedrock-metering-dev-curation"),
     }
