@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from chalicelib.bedrock import ModelReply
+from chalicelib.bodies import parse_json_body
 from chalicelib.errors import (
     BudgetStoreUnavailableError,
     ForbiddenError,
@@ -111,12 +111,9 @@ def parse_chat_request(raw_body: bytes | str | None, limits: ChatLimits) -> Chat
 
     Fields other than `prompt` and `max_tokens` (a `tenant_id`, say) are ignored.
     """
-    if not raw_body:
-        raise InvalidRequestError("Request body is required: a JSON object with a 'prompt'.")
-    try:
-        body = json.loads(raw_body)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequestError("Request body is not valid JSON.") from None
+    body = parse_json_body(
+        raw_body, required="Request body is required: a JSON object with a 'prompt'."
+    )
     if not isinstance(body, dict):
         raise InvalidRequestError("Request body must be a JSON object.")
     if "prompt" not in body:
