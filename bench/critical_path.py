@@ -20,7 +20,6 @@ import argparse
 import http.client
 import json
 import logging
-import multiprocessing
 import socket
 import statistics
 import subprocess
@@ -127,19 +126,23 @@ def aws_behind_proxies(delay_s: float) -> Iterator[tuple[str, str, str]]:
     Yields the endpoint's own URL, the pass-through proxy's and the delaying proxy's.
     """
     from local.running import free_port
+    from local.stack import ROOT
 
     aws_port, direct_port, delayed_port = free_port(), free_port(), free_port()
-    moto = subprocess.Popen(
+    listeners = [(direct_port, 0.0), (delayed_port, delay_s)]
+    children = [
         [sys.executable, "-m", "local.aws_endpoint", "-H", HOST, "-p", str(aws_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    proxies = multiprocessing.get_context("spawn").Process(
-        target=serve_proxies,
-        args=(aws_port, [(direct_port, 0.0), (delayed_port, delay_s)]),
-        daemon=True,
-    )
-    proxies.start()
+        [
+            sys.executable,
+            "-c",
+            "from bench.critical_path import serve_proxies; "
+            f"serve_proxies({aws_port}, {listeners!r})",
+        ],
+    ]
+    processes = [
+        subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for argv in children
+    ]
     try:
         for port in (aws_port, direct_port, delayed_port):
             _wait_for_port(port)
@@ -149,10 +152,9 @@ def aws_behind_proxies(delay_s: float) -> Iterator[tuple[str, str, str]]:
             f"http://{HOST}:{delayed_port}",
         )
     finally:
-        proxies.terminate()
-        proxies.join(10)
-        moto.terminate()
-        moto.wait(10)
+        for process in processes:
+            process.terminate()
+            process.wait(10)
 
 
 # --- the app under test (this process) -------------------------------------------------------
