@@ -110,7 +110,7 @@ def put_tenant_plan(call: Call, tenant_id: str) -> Response:
     return Response(body=dict(admin_plan_view(service.set_plan(tenant, plan, updated_by))))
 
 
-@tenant_route(budget_routes, "/usage/plan", methods=["GET"])
+@tenant_route(budget_routes, "/usage/plan", methods=["GET"], rate_limited=True)
 def get_own_plan(call: Call) -> Response:
     """The caller's own tenant: plan, spend and remaining budget this month."""
     service = wiring.budget_service(call.settings)

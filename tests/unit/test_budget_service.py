@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -19,7 +20,7 @@ from chalicelib.errors import RateLimitedError, UsageNotDurableError
 from chalicelib.identity import Caller
 from chalicelib.pricing import load_price_table
 from chalicelib.settings import DEFAULT_MODEL_ID
-from chalicelib.usage import TokenUsage, UsageEvent, UsageEventRecord
+from chalicelib.usage import NO_TOKENS, TokenUsage, UsageEvent, UsageEventRecord
 
 START = datetime(2026, 11, 14, 12, 0, 5, tzinfo=UTC)
 PRICES = load_price_table()
@@ -232,7 +233,7 @@ class Model:
 
 
 class BrokenRecorder:
-    def record(self, event: UsageEvent) -> str:
+    def record(self, event: UsageEvent, *, deadline: float | None = None) -> str:
         raise UsageNotDurableError("nothing took it")
 
 
@@ -258,10 +259,19 @@ def test_refusal_is_still_429_when_the_rejected_event_cannot_be_recorded() -> No
     assert model.calls == 0
 
 
-def test_usage_not_recorded_releases_the_reservation() -> None:
+def test_usage_not_recorded_leaves_the_counters_as_if_the_call_never_happened() -> None:
+    """The settle ran beside the failed write and was undone: nothing spent, nothing
+    counted, and a reservation of zero is left for the repair job to release."""
     env = Env()
     chat, model = chat_service(env, BrokenRecorder())
     with pytest.raises(UsageNotDurableError):
         chat.chat(Caller("t", "u", "u", frozenset()), ChatRequest("hi", 64), "r")
     assert model.calls == 1
-    assert (env.month().committed_usd, env.month().open_reservations) == (0, 0)
+    month = env.month()
+    assert (month.committed_usd, month.reserved_usd, month.settled_usd) == (0, 0, 0)
+    assert (month.requests, month.tokens) == (0, NO_TOKENS)
+    assert [(r.usd, r.tokens) for r in month.reservations] == [(0, 0)]
+
+    env.now += timedelta(minutes=16)  # the zero reservation expires: no event, released
+    repair_budgets(env.now, service=env.service, finder=env.finder)
+    assert env.month() == dataclasses.replace(month, open_reservations=0, reservations=())
