@@ -18,7 +18,7 @@ def _today() -> datetime:
     return datetime.now(UTC)
 
 
-@tenant_route(analytics_routes, "/usage", methods=["GET"])
+@tenant_route(analytics_routes, "/usage", methods=["GET"], rate_limited=True)
 def get_usage(call: Call) -> Response:
     """The calling tenant's usage: totals and per-day history. The tenant comes from the
     token alone; a `tenant_id` in the query string is ignored."""
@@ -27,7 +27,7 @@ def get_usage(call: Call) -> Response:
     return Response(body=reports.tenant_usage(engine, call.caller.tenant_id, period))
 
 
-@admin_route(analytics_routes, "/admin/usage", methods=["GET"])
+@admin_route(analytics_routes, "/admin/usage", methods=["GET"], rate_limited=True)
 def get_admin_usage(call: Call) -> Response:
     """Every tenant's totals (or one, with `tenant_id`): provider admins only."""
     query = call.request.query_params

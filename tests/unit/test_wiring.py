@@ -62,6 +62,7 @@ BUILDERS: dict[str, Callable[[Settings], object]] = {
     "alert_publisher": wiring.alert_publisher,
     "budget_clock": lambda _settings: wiring.budget_clock(),
     "usage_event_finder": wiring.usage_event_finder,
+    "request_items": wiring.request_items,
 }
 
 
