@@ -169,7 +169,7 @@ def client(service: str, settings: Settings, **options: Any) -> Any:
 
 def request_client(service: str, settings: Settings) -> Any:
     """A DynamoDB or Firehose client for the request path: the lean JSON-protocol client
-    (chalicelib.aws_json, about a quarter of botocore's CPU per call), or a boto3 client
+    (chalicelib.aws_json, about a fifth of botocore's CPU per call), or a boto3 client
     where REQUEST_PATH_AWS_CLIENT=botocore (moto's in-process mock sees only boto3's)."""
     if settings.request_path_aws_client == BOTOCORE_CLIENTS:
         return client(service, settings)

@@ -66,6 +66,14 @@ def scripted() -> Iterator[Scripted]:
             if answer == "close":
                 self.close_connection = True
                 return
+            if answer == "chunked":
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for piece in (b'{"Item": ', b'{"k": {"S": "v"}}}'):
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.write(b"0\r\n\r\n")
+                return
             status, headers, payload = (200, {}, b"{}") if answer == "ok" else answer
             self.send_response(status)
             for name, value in headers.items():
@@ -176,6 +184,13 @@ def test_throttling_and_server_errors_are_retried_then_raised(scripted: Scripted
     with pytest.raises(ClientError) as caught:
         lean(scripted.url).get_item(TableName="t", Key={})
     assert caught.value.response["Error"]["Code"] == "ServiceUnavailable"
+
+
+def test_chunked_responses_are_read_whole_and_the_connection_kept(scripted: Scripted) -> None:
+    client = lean(scripted.url)
+    scripted.answers.put("chunked")
+    assert client.get_item(TableName="t", Key={})["Item"] == {"k": {"S": "v"}}
+    assert client.get_item(TableName="t", Key={})["ResponseMetadata"]["HTTPStatusCode"] == 200
 
 
 def test_a_corrupted_response_fails_its_checksum_and_is_retried(scripted: Scripted) -> None:
