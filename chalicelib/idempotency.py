@@ -30,6 +30,9 @@ from chalicelib.errors import InvalidRequestError
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 RETENTION_S = 24 * 3600
+# Retry-After on a 409: a call usually ends within seconds, so the client asks again soon
+# rather than waiting for the first request's whole deadline.
+IN_FLIGHT_RETRY_AFTER_S = 2
 State = Literal["in_flight", "done"]
 INVALID_KEY = (
     f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters "
@@ -121,7 +124,7 @@ def decide(found: KeyRecord, fingerprint: str, now: float) -> ClaimResult | None
     if found.state == "done" and found.answer is not None:
         return Replay(found.answer)
     if found.lease_until > now:
-        return InFlight(max(1, math.ceil(found.lease_until - now)))
+        return InFlight(max(1, min(IN_FLIGHT_RETRY_AFTER_S, math.ceil(found.lease_until - now))))
     return None  # a claim whose request died: take it over
 
 

@@ -104,6 +104,11 @@ def test_tenant_in_body_or_headers_is_ignored(client: Client, bedrock: Bedrock) 
         (b'{"prompt": "hi", "max_tokens": 0}', "max_tokens"),
         (b'{"prompt": "hi", "max_tokens": 257}', "max_tokens"),
         (b'{"prompt": "hi", "max_tokens": "many"}', "max_tokens"),
+        (b"[" * 100_000, "nested too deeply"),
+        (b'{"prompt": "\\ud800"}', "lone surrogate"),
+        (b'{"prompt": "hi", "prompt": "again"}', "more than once"),
+        (b'{"prompt": "hi", "max_tokens": NaN}', "NaN"),
+        (b"\xff\xfe{\x00}\x00", "UTF-8"),
     ],
 )
 def test_bad_input_is_400_without_model_call_or_event(

@@ -13,7 +13,7 @@ from chalicelib.bedrock import ModelReply
 from chalicelib.budgets.alerts import BudgetAlerts, InMemoryAlertPublisher
 from chalicelib.budgets.plans import Plan
 from chalicelib.budgets.repair import InMemoryUsageEventFinder, repair_budgets
-from chalicelib.budgets.service import BudgetService, Hold
+from chalicelib.budgets.service import BudgetService, Hold, PlanCache
 from chalicelib.budgets.store import InMemoryBudgetStore, StoredPlan
 from chalicelib.chat import ChatRequest, ChatService
 from chalicelib.errors import RateLimitedError, UsageNotDurableError
@@ -275,3 +275,39 @@ def test_usage_not_recorded_leaves_the_counters_as_if_the_call_never_happened() 
     env.now += timedelta(minutes=16)  # the zero reservation expires: no event, released
     repair_budgets(env.now, service=env.service, finder=env.finder)
     assert env.month() == dataclasses.replace(month, open_reservations=0, reservations=())
+
+
+def test_the_request_path_reads_a_plan_once_per_cache_ttl() -> None:
+    env = Env(budget="100")
+    clock = [0.0]
+    cache = PlanCache(60, clock=lambda: clock[0])
+    env.service = BudgetService(
+        store=env.store,
+        prices=PRICES,
+        default_plan=env.service.default_plan,
+        alerts=None,
+        reservation_ttl_s=900,
+        default_max_tokens=64,
+        now=lambda: env.now,
+        plan_cache=cache,
+    )
+    for number in range(3):
+        env.reserve(f"e{number}")
+    assert env.store.calls.count("get_plan") == 1
+
+    # Set elsewhere (another container): seen once the cached plan is 60 s old.
+    blocked = Plan(Decimal(0), 100_000, 100, (DEFAULT_MODEL_ID,))
+    env.store.plans["t"] = StoredPlan(blocked, "", "ops")
+    env.reserve("e3")
+    clock[0] += 60
+    with pytest.raises(RateLimitedError):
+        env.reserve("e4")
+
+    # Set through this container: seen at once.
+    env.service.set_plan("t", Plan(Decimal(100), 100_000, 100, (DEFAULT_MODEL_ID,)), "ops")
+    env.reserve("e5")
+
+
+def test_the_plan_cache_ttl_is_at_most_a_minute() -> None:
+    with pytest.raises(ValueError, match="between 0 and 60"):
+        PlanCache(61)
