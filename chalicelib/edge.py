@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -147,11 +148,24 @@ def chat_response(result: ChatResult) -> Response:
     return Response(body=result.body, status_code=result.status, headers=headers)
 
 
-def request_deadline(settings: Settings, lambda_context: Any) -> Deadline:
-    """From now: what the Lambda context says is left, or the stage's REQUEST_DEADLINE_S
-    if that is less (API Gateway's 29 s; `chalice local` reports a context of its own)."""
+def request_deadline(
+    settings: Settings,
+    lambda_context: Any,
+    request: Request | None = None,
+    wall_clock: Callable[[], float] = time.time,
+) -> Deadline:
+    """When this request must be answered: REQUEST_DEADLINE_S (API Gateway's 29 s) counted
+    from when API Gateway received it, or what the Lambda context says is left if that is
+    less. API Gateway's clock starts before the handler runs (a cold start can take a second
+    or two), so its `requestTimeEpoch` is used when the event has one; `chalice local` has
+    none, and there the budget counts from now."""
+    budget_s: float = settings.request_deadline_s
+    received_ms = ((request.context or {}) if request else {}).get("requestTimeEpoch")
+    if isinstance(received_ms, int | float) and not isinstance(received_ms, bool):
+        waited = wall_clock() - received_ms / 1000
+        budget_s -= min(max(waited, 0.0), budget_s)
     remaining = getattr(lambda_context, "get_remaining_time_in_millis", None)
-    return Deadline.start(settings.request_deadline_s, remaining() if remaining else None)
+    return Deadline.start(budget_s, remaining() if remaining else None)
 
 
 def request_id(request: Request | None, lambda_context: Any) -> str:

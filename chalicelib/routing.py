@@ -117,7 +117,7 @@ def _authenticated(host: RouteHost, view: View, *, admin: bool, rate_limited: bo
         logs.bind(request_id=call_id)
         try:
             settings = wiring.current_settings()
-            deadline = request_deadline(settings, host.lambda_context)
+            deadline = request_deadline(settings, host.lambda_context, request)
             caller = authenticate(request, settings, wiring.verifier)
             logs.bind(tenant_id=caller.tenant_id)
             call = Call(request, caller, settings, call_id, deadline)

@@ -63,3 +63,20 @@ def test_max_tokens_limits_fit_the_window_at_planning_speed() -> None:
 
 def test_every_priced_model_has_a_planning_speed() -> None:
     assert set(PLANNING_OUTPUT_TOKENS_PER_S) == set(load_price_table().model_ids)
+
+
+def test_the_budget_counts_from_when_api_gateway_received_the_request() -> None:
+    from types import SimpleNamespace
+
+    from chalicelib.edge import request_deadline
+    from chalicelib.settings import Settings
+
+    settings = Settings.from_env({})
+    received = SimpleNamespace(context={"requestTimeEpoch": 1_000_000_000_000})
+    late = request_deadline(settings, None, received, wall_clock=lambda: 1_000_000_002.5)
+    assert late.remaining() == pytest.approx(26.5, abs=0.05)
+
+    lambda_context = SimpleNamespace(get_remaining_time_in_millis=lambda: 10_000)
+    assert request_deadline(settings, lambda_context).remaining() == pytest.approx(10, abs=0.05)
+    local = SimpleNamespace(context={})  # chalice local: no requestTimeEpoch
+    assert request_deadline(settings, None, local).remaining() == pytest.approx(29, abs=0.05)
