@@ -239,6 +239,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=10, help="per mode, not measured")
     parser.add_argument("--delay-ms", type=float, default=50.0, help="added per AWS request")
     parser.add_argument(
+        "--with-key",
+        action="store_true",
+        help="also budgets on with a fresh Idempotency-Key on every request",
+    )
+    parser.add_argument(
         "--identity",
         choices=("apigateway", "app"),
         default="apigateway",
@@ -289,9 +294,9 @@ def run(
     }
     settings = {
         (mode, delay): Settings.from_env(
-            {**common, "AWS_ENDPOINT_URL": url, "BUDGETS_ENABLED": str(mode == "on").lower()}
+            {**common, "AWS_ENDPOINT_URL": url, "BUDGETS_ENABLED": str(mode != "off").lower()}
         )
-        for mode in ("off", "on")
+        for mode in modes(args)
         for delay, url in proxies.items()
     }
     wiring.reset()
@@ -304,6 +309,10 @@ def run(
     def one(key: tuple[str, float], measured: bool) -> None:
         wiring.override(settings=settings[key])
         event["requestContext"]["requestId"] = str(uuid.uuid4())
+        event["headers"].pop("Idempotency-Key", None)
+        if key[0] == "on+key":
+            event["headers"]["Idempotency-Key"] = str(uuid.uuid4())
+        event["multiValueHeaders"] = {k: [v] for k, v in event["headers"].items()}
         context = LambdaContext("api_handler", 1024, max_runtime_ms=29_000)
         wall, cpu = time.perf_counter(), time.process_time()
         response = app(event, context)
@@ -322,6 +331,10 @@ def run(
             one(key, measured=True)
     wiring.reset()
     return samples
+
+
+def modes(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("off", "on", "on+key") if args.with_key else ("off", "on")
 
 
 def report(
@@ -343,7 +356,7 @@ def report(
         f"{'':14}{'(sequential)':>12}{'+0':>10}{f'+{args.delay_ms:g}/req':>10}"
         f"{'median':>9}{'mean':>9}{'p90':>9}"
     )
-    for mode in ("off", "on"):
+    for mode in modes(args):
         base, slow = results[(mode, 0.0)], results[(mode, delay_s)]
         wall0 = statistics.median(base["wall_ms"])
         wall1 = statistics.median(slow["wall_ms"])

@@ -150,10 +150,15 @@ class RunningStack:
         return self.meterctl("login", "--username", username, "--password", PASSWORD).stdout.strip()
 
     def request(
-        self, method: str, path: str, token: str | None, body: Any = None
+        self,
+        method: str,
+        path: str,
+        token: str | None,
+        body: Any = None,
+        extra_headers: dict[str, str] | None = None,
     ) -> tuple[int, Any, dict[str, str]]:
         """One API call; returns the status, the JSON body and the headers."""
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **(extra_headers or {})}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         data = (

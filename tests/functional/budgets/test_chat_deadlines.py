@@ -31,7 +31,13 @@ from chalicelib.deadlines import (
 from chalicelib.firehose import FirehoseWriter
 from chalicelib.recorder import UsageRecorder
 from chalicelib.usage import TokenUsage
-from tests.functional.budgets.conftest import PLANS_TABLE, BudgetEnv, budget_settings, chat
+from tests.functional.budgets.conftest import (
+    PLANS_TABLE,
+    BudgetEnv,
+    admin_auth,
+    budget_settings,
+    chat,
+)
 from tests.functional.conftest import BUCKET, STREAM, stored_events
 from tests.support.tokens import REGION
 
@@ -87,6 +93,9 @@ def test_a_model_slower_than_the_deadline_is_504_with_an_aborted_unbilled_event(
     assert month.open_reservations == 0
     assert month.aborted_requests == 1
     assert month.aborted_usd == Decimal("0.0000965")  # the worst case it had reserved
+    view = client.http.get("/admin/tenants/tenant-a/plan", headers=admin_auth()).json_body
+    assert view["aborted"] == {"requests": 1, "worst_case_usd": "0.0000965"}
+    assert view["month_to_date"]["spent_usd"] == "0.00"
 
     # The model answers after all: what the provider pays for it goes to the log.
     logging.getLogger("chalicelib").addHandler(caplog.handler)
