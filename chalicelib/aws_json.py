@@ -43,6 +43,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+from botocore.httpsession import get_cert_path
 
 # Error codes worth another attempt, as botocore's standard retry mode has them.
 THROTTLING_CODES = frozenset(
@@ -128,6 +129,7 @@ class LeanJsonClient:
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
         utc_now: Callable[[], time.struct_time] = time.gmtime,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -146,7 +148,10 @@ class LeanJsonClient:
         self._port = url.port or (443 if self._https else 80)
         self._host_header = url.netloc
         self._path = url.path or "/"
-        self._ssl = ssl.create_default_context() if self._https else None
+        # By default the certificate authorities botocore trusts (certifi's bundle, or its own).
+        self._ssl = None
+        if self._https:
+            self._ssl = ssl_context or ssl.create_default_context(cafile=get_cert_path(True))
         self._sleep = sleep
         self._rand = rand
         self._utc_now = utc_now

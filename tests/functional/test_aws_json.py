@@ -265,3 +265,69 @@ def test_answers_match_botocore_s_against_moto(moto_dynamodb: tuple[str, Any]) -
         )
     assert caught.value.response["Error"]["Code"] == "ConditionalCheckFailedException"
     assert caught.value.response["Item"] == theirs["Item"]
+
+
+def test_https_endpoints_are_verified_and_spoken_to_over_tls(tmp_path: Any) -> None:
+    import datetime as dt
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            payload = b'{"Item": {"tls": {"BOOL": true}}}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert_file, key_file)
+    server.socket = server_context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://localhost:{server.server_address[1]}"
+    try:
+        trusting = ssl.create_default_context(cafile=str(cert_file))
+        client = lean(url, ssl_context=trusting)
+        assert client.get_item(TableName="t", Key={})["Item"] == {"tls": {"BOOL": True}}
+        assert client.get_item(TableName="t", Key={})["Item"] == {"tls": {"BOOL": True}}
+        with pytest.raises(EndpointConnectionError):  # not signed by a CA botocore trusts
+            lean(url, max_attempts=1).get_item(TableName="t", Key={})
+    finally:
+        server.shutdown()
+        server.server_close()
