@@ -236,6 +236,7 @@ class ChatService:
         refusals: Refusals | None = None,
         keys: IdempotencyStore | None = None,
         model_executor: Executor | None = None,
+        model_timeout_s: float | None = None,
         io_executor: Executor | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock: Callable[[], float] = time.monotonic,
@@ -250,9 +251,12 @@ class ChatService:
         self._prices = prices
         self._model_id = model_id
         self._stage = stage
-        # The model call runs here so that the request can stop waiting for it at its
-        # deadline; without one it runs inline, bounded only by the client's read timeout.
+        # The model call runs here when the client's own timeouts (`model_timeout_s`, the
+        # longest one call can take) could let it run past the model deadline: the request
+        # then stops waiting at the deadline. Otherwise, and without an executor, it runs
+        # inline, ended in time by those timeouts (and saving a thread hand-off).
         self._model_executor = model_executor
+        self._model_timeout_s = model_timeout_s
         # Writes that run beside the durable write (settle, stored answer, month index).
         self._io_executor = io_executor
         self._now = now
@@ -393,7 +397,8 @@ class ChatService:
     def _converse_once(
         self, call: _Call, request: ChatRequest, window: float, hold: Any
     ) -> ModelReply:
-        if self._model_executor is None:
+        inline = self._model_timeout_s is not None and self._model_timeout_s <= window
+        if self._model_executor is None or inline:
             return self._model.converse(self._model_id, request.prompt, request.max_tokens)
         future = self._model_executor.submit(
             self._model.converse, self._model_id, request.prompt, request.max_tokens

@@ -154,7 +154,7 @@ class Settings:
             max_prompt_chars=_int(env, MAX_PROMPT_CHARS, 20_000),
             default_max_tokens=_int(env, DEFAULT_MAX_TOKENS, 512),
             max_tokens_limit=_int(env, MAX_TOKENS_LIMIT, 4096),
-            bedrock_read_timeout_s=_int(env, BEDROCK_READ_TIMEOUT_S, 24),
+            bedrock_read_timeout_s=_int(env, BEDROCK_READ_TIMEOUT_S, 22),
             token_verification=env.get(TOKEN_VERIFICATION, VERIFY_IN_APP),
             user_pool_id=env.get(USER_POOL_ID, ""),
             user_pool_arn=_user_pool_arn(env),

@@ -316,6 +316,7 @@ def chat_service(settings: Settings) -> ChatService:
             refusals=refusals,
             keys=keys,
             model_executor=model_executor(),
+            model_timeout_s=BEDROCK_CONNECT_TIMEOUT_S + settings.bedrock_read_timeout_s,
             io_executor=io_executor(),
         )
 

@@ -311,3 +311,16 @@ def test_the_request_path_reads_a_plan_once_per_cache_ttl() -> None:
 def test_the_plan_cache_ttl_is_at_most_a_minute() -> None:
     with pytest.raises(ValueError, match="between 0 and 60"):
         PlanCache(61)
+
+
+def test_usage_not_recorded_after_a_failed_settle_releases_the_reservation() -> None:
+    """The settle's outcome is unknown (it failed): the reservation is still open, so the
+    plain release finishes it and nothing is left for the repair job."""
+    env = Env()
+    env.store.failures["settle"] = 1
+    chat, _ = chat_service(env, BrokenRecorder())
+    with pytest.raises(UsageNotDurableError):
+        chat.chat(Caller("t", "u", "u", frozenset()), ChatRequest("hi", 64), "r")
+    month = env.month()
+    assert (month.committed_usd, month.settled_usd, month.open_reservations) == (0, 0, 0)
+    assert env.store.calls.count("unsettle") == 0
