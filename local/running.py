@@ -69,12 +69,17 @@ def serialized_moto_server() -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://{HOST}:{server.server_port}"
-    try:
-        # moto's state is per process, not per server: forget what an earlier one created.
-        reset = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
-        with urllib.request.urlopen(reset, timeout=10):
+
+    def reset() -> None:
+        # moto's state is per process, not per server: start and leave it empty.
+        request = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10):
             pass
+
+    try:
+        reset()
         yield url
+        reset()
     finally:
         server.shutdown()
         thread.join()
