@@ -12,6 +12,7 @@ BUDGET_DYNAMODB_ACTIONS = {
     "dynamodb:GetItem",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",  # an abandoned Idempotency-Key claim, a flushed refusal counter
     "dynamodb:Query",
 }
 
