@@ -14,6 +14,7 @@ from chalicelib.api_limits import RequestLimiter
 from chalicelib.bedrock import BedrockModel
 from chalicelib.budgets.alerts import AlertPublisher, BudgetAlerts, SnsAlertPublisher
 from chalicelib.budgets.dynamo import DynamoBudgetStore
+from chalicelib.budgets.limits import month_key, previous_month_key
 from chalicelib.budgets.plans import default_plan
 from chalicelib.budgets.repair import S3UsageEventFinder, UsageEventFinder, repair_budgets
 from chalicelib.budgets.service import BudgetService, PlanCache
@@ -26,7 +27,7 @@ from chalicelib.deadlines import (
     TIMEOUTS,
     max_tokens_within,
 )
-from chalicelib.errors import ConfigurationError
+from chalicelib.errors import BudgetStoreUnavailableError, ConfigurationError
 from chalicelib.firehose import FirehoseWriter
 from chalicelib.identity import IdTokenVerifier
 from chalicelib.model_profiles import BedrockProfileLookup, ProfileLookup, resolve_aliases
@@ -194,17 +195,24 @@ def request_client(service: str, settings: Settings) -> Any:
 
 def model_executor() -> Executor:
     """Threads that run model calls, so a request can stop waiting at its deadline."""
-    return _container.cached(
-        ("executor", "model"),
-        lambda: ThreadPoolExecutor(MODEL_WORKERS, thread_name_prefix="model"),
-    )
+    return _executor("model", MODEL_WORKERS)
 
 
 def io_executor() -> Executor:
     """Threads for writes beside the durable usage write (settle, stored answer, index)."""
-    return _container.cached(
-        ("executor", "io"), lambda: ThreadPoolExecutor(IO_WORKERS, thread_name_prefix="io")
-    )
+    return _executor("io", IO_WORKERS)
+
+
+# One pool of each kind per process, kept across `reset()` (threads are not per stage).
+_EXECUTORS: dict[str, ThreadPoolExecutor] = {}
+_EXECUTORS_LOCK = threading.Lock()
+
+
+def _executor(name: str, workers: int) -> Executor:
+    with _EXECUTORS_LOCK:
+        if name not in _EXECUTORS:
+            _EXECUTORS[name] = ThreadPoolExecutor(workers, thread_name_prefix=name)
+        return _EXECUTORS[name]
 
 
 # -- chat ---------------------------------------------------------------------------------
@@ -530,9 +538,6 @@ def run_refusal_flush(
     settings: Settings, now: datetime, service: BudgetService | None = None
 ) -> dict[str, int]:
     """Write the refusal aggregates of this month's and last month's active tenants."""
-    from chalicelib.budgets.limits import month_key, previous_month_key
-    from chalicelib.errors import BudgetStoreUnavailableError
-
     service = service or budget_service(settings)
     tenants: set[str] = set()
     for month in (month_key(now), previous_month_key(now)):
