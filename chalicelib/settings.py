@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from chalicelib.errors import ConfigurationError
 from chalicelib.model_profiles import parse_aliases
@@ -131,6 +131,15 @@ class Settings:
     # Set only on the local stack: clients go there, with dummy credentials (chalicelib.sessions).
     aws_endpoint_url: str = ""
     bedrock_endpoint_url: str = ""
+
+    def __hash__(self) -> int:
+        # Settings key the composer's caches, looked up a dozen times per request; the
+        # generated hash of a frozen dataclass would hash every field each time.
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, field.name) for field in fields(self)))
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     @property
     def token_issuer(self) -> str:
