@@ -262,7 +262,27 @@ def main(argv: list[str] | None = None) -> None:
             token=token,
             claims=claims,
         )
-    report(results, args, delay_s)
+        added_s = added_delay(direct, delayed)
+    report(results, args, delay_s, added_s)
+
+
+def added_delay(direct: str, delayed: str, probes: int = 40) -> float:
+    """What the delaying proxy really adds to one request (the nominal delay plus the sleep's
+    overshoot), measured with plain sequential requests through both proxies."""
+
+    def median_wall(url: str) -> float:
+        host, port = url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        walls = []
+        for _ in range(probes):
+            started = time.perf_counter()
+            connection.request("GET", "/bench-probe")  # cheap: moto answers 404
+            connection.getresponse().read()
+            walls.append(time.perf_counter() - started)
+        connection.close()
+        return statistics.median(walls[2:])
+
+    return median_wall(delayed) - median_wall(direct)
 
 
 def run(
@@ -341,12 +361,14 @@ def report(
     results: dict[tuple[str, float], dict[str, list[float]]],
     args: argparse.Namespace,
     delay_s: float,
+    added_s: float,
 ) -> None:
     print("Critical path of POST /bedrock/chat: Lambda handler in this process, fake instant")
     print(
         f"model, AWS = local endpoint (moto) in another process behind a proxy adding "
         f"{args.delay_ms:g} ms per AWS request; identity: {args.identity}; "
-        f"{args.requests} requests per mode and delay, interleaved."
+        f"{args.requests} requests per mode and delay, interleaved. Measured delay added per "
+        f"request: {added_s * 1000:.1f} ms (round trips = extra wall time / that)."
     )
     print(
         f"{'':14}{'round trips':>12}{'wall ms':>10}{'wall ms':>10}"
@@ -360,7 +382,7 @@ def report(
         base, slow = results[(mode, 0.0)], results[(mode, delay_s)]
         wall0 = statistics.median(base["wall_ms"])
         wall1 = statistics.median(slow["wall_ms"])
-        trips = (wall1 - wall0) / (delay_s * 1000)
+        trips = (wall1 - wall0) / (added_s * 1000)
         cpu = base["cpu_ms"] + slow["cpu_ms"]
         p90 = sorted(cpu)[round(0.9 * (len(cpu) - 1))]
         print(
