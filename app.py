@@ -12,7 +12,7 @@ from chalicelib.analytics.routes import analytics_routes
 from chalicelib.budgets.routes import budget_routes
 from chalicelib.chat import parse_chat_request
 from chalicelib.dashboard.routes import dashboard_routes
-from chalicelib.edge import Call
+from chalicelib.edge import Call, chat_response, key_use
 from chalicelib.routing import tenant_route
 
 app = Chalice(app_name="bedrock-saas-metering")
@@ -26,10 +26,17 @@ app.register_blueprint(dashboard_routes)  # GET /dashboard (public: the page sig
 
 @tenant_route(app, "/bedrock/chat", methods=["POST"])
 def bedrock_chat(call: Call) -> Response:
-    """Answer a tenant's prompt; the call is metered before the answer is returned."""
+    """Answer a tenant's prompt; the call is metered before the answer is returned. With an
+    Idempotency-Key, a retry gets the first answer again, billed once."""
     request = parse_chat_request(call.request.raw_body, wiring.chat_limits(call.settings))
-    result = wiring.chat_service(call.settings).chat(call.caller, request, call.request_id)
-    return Response(body={"response": result.text}, headers={"X-Request-Id": result.event_id})
+    result = wiring.chat_service(call.settings).chat(
+        call.caller,
+        request,
+        call.request_id,
+        deadline=call.deadline,
+        key=key_use(call.request),
+    )
+    return chat_response(result)
 
 
 # Partition maintenance (UTC). A run reads only the objects its day's committed generation

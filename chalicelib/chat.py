@@ -1,29 +1,87 @@
-"""POST /bedrock/chat: validate, reserve budget, call the model, record, settle."""
+"""POST /bedrock/chat: validate, claim the key, reserve, call the model in time, record, settle.
+
+The critical path with budgets on, in AWS round trips besides the model call:
+
+    [claim Idempotency-Key]  ->  reserve  ->  model  ->  durable event  }  concurrently
+         (only with a key)      (1 write)               settle         }  (1 round trip)
+                                                        store answer   }
+
+The plan comes from the container's cache, the month index is written off the path, and the
+settle (and the stored answer) run beside the durable write. The answer is returned only once
+the event is durable; if it cannot be made durable, what ran beside it is undone (the settle
+compensated, the answer withdrawn) and the caller gets 503 with nothing billed.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from chalicelib.bedrock import ModelReply
+from chalicelib.bodies import parse_json_body
+from chalicelib.deadlines import (
+    API_GATEWAY_TIMEOUT_S,
+    MIN_MODEL_WINDOW_S,
+    MODEL_RETRY_MIN_WINDOW_S,
+    Deadline,
+)
 from chalicelib.errors import (
     BudgetStoreUnavailableError,
+    DeadlineExceededError,
     ForbiddenError,
+    IdempotencyConflictError,
+    IdempotencyKeyReusedError,
+    IdempotencyStoreUnavailableError,
     InvalidRequestError,
     ModelError,
     RateLimitedError,
+)
+from chalicelib.idempotency import (
+    Answer,
+    Claimed,
+    IdempotencyStore,
+    InFlight,
+    KeyRecord,
+    Mismatch,
+    Replay,
+    new_record,
 )
 from chalicelib.identity import Caller
 from chalicelib.pricing import Cost, PriceTable
 from chalicelib.usage import NO_TOKENS, Status, TokenUsage, UsageEvent, new_event_id
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Model failures worth one more attempt, when there is time for it: the service or the
+# connection failed before the model ran. Throttling is answered 429 at once instead.
+RETRYABLE_MODEL_CODES = frozenset(
+    {
+        "ServiceUnavailableException",
+        "InternalServerException",
+        "ModelNotReadyException",
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ConnectionClosedError",
+    }
+)
+MODEL_RETRY_BACKOFF_S = 0.2
+# The client's read timeout ran out: the call is given up like one past its deadline.
+TIMED_OUT_CODES = frozenset({"ReadTimeoutError"})
+ABORTED_MESSAGE = (
+    "The model did not answer in time, so the request was stopped and not billed. "
+    "Retry, with a smaller max_tokens if it keeps happening."
+)
 
 
 @dataclass(frozen=True)
@@ -44,22 +102,33 @@ class ChatRequest:
 
 
 @dataclass(frozen=True)
+class KeyUse:
+    """An Idempotency-Key as the request carried it: its digest and the body's fingerprint."""
+
+    key_digest: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """The answer: HTTP status, exact JSON body, and X-Request-Id (the billing event's id)."""
+
+    status: int
+    body: str
+    event_id: str
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
 class _Call:
-    """One chat call in progress: what its usage event will say about it."""
+    """One chat call in progress: what its usage event will say about it, and its deadline."""
 
     event_id: str
     timestamp: datetime
     started: float
     caller: Caller
     request_id: str
-
-
-@dataclass(frozen=True)
-class ChatResult:
-    """What the caller gets back, and the id of the usage event that bills it."""
-
-    text: str
-    event_id: str
+    deadline: Deadline
 
 
 class Model(Protocol):
@@ -71,14 +140,22 @@ class Model(Protocol):
 class Recorder(Protocol):
     """The usage port (chalicelib.recorder.UsageRecorder in production)."""
 
-    def record(self, event: UsageEvent) -> str: ...
+    def record(self, event: UsageEvent, *, deadline: float | None = None) -> str: ...
+
+
+class Refusals(Protocol):
+    """Refusal accounting (chalicelib.refusals.RefusalAccounting): the event id that stands
+    for a refused request, or None if it could not be recorded."""
+
+    def record(self, event: UsageEvent, *, deadline: float | None = None) -> str | None: ...
 
 
 class Budget(Protocol):
     """The budget port (chalicelib.budgets.service.BudgetService in production).
 
     `reserve` returns an opaque hold, or raises a refusal before the model is called;
-    `settle` and `release` never raise.
+    `settle` returns an opaque result (None if its outcome is unknown); `settle`, `release`
+    and `compensate` never raise.
     """
 
     def reserve(
@@ -92,9 +169,13 @@ class Budget(Protocol):
         timestamp: datetime,
     ) -> Any: ...
 
-    def settle(self, hold: Any, tokens: TokenUsage, cost_usd: Decimal) -> None: ...
+    def settle(self, hold: Any, tokens: TokenUsage, cost_usd: Decimal) -> Any: ...
 
-    def release(self, hold: Any) -> None: ...
+    def release(self, hold: Any, *, aborted: bool = False) -> None: ...
+
+    def compensate(
+        self, hold: Any, settled: Any, tokens: TokenUsage, cost_usd: Decimal
+    ) -> None: ...
 
 
 class CallMetrics(Protocol):
@@ -118,12 +199,9 @@ def parse_chat_request(raw_body: bytes | str | None, limits: ChatLimits) -> Chat
 
     Fields other than `prompt` and `max_tokens` (a `tenant_id`, say) are ignored.
     """
-    if not raw_body:
-        raise InvalidRequestError("Request body is required: a JSON object with a 'prompt'.")
-    try:
-        body = json.loads(raw_body)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequestError("Request body is not valid JSON.") from None
+    body = parse_json_body(
+        raw_body, required="Request body is required: a JSON object with a 'prompt'."
+    )
     if not isinstance(body, dict):
         raise InvalidRequestError("Request body must be a JSON object.")
     if "prompt" not in body:
@@ -145,6 +223,11 @@ def parse_chat_request(raw_body: bytes | str | None, limits: ChatLimits) -> Chat
     return ChatRequest(prompt=prompt, max_tokens=max_tokens)
 
 
+def answer_body(text: str) -> str:
+    """The 200 answer's JSON body."""
+    return json.dumps({"response": text})
+
+
 class ChatService:
     """Runs one chat call and meters it."""
 
@@ -158,48 +241,115 @@ class ChatService:
         stage: str,
         budget: Budget | None = None,
         metrics: CallMetrics | None = None,
+        refusals: Refusals | None = None,
+        keys: IdempotencyStore | None = None,
+        model_executor: Executor | None = None,
+        model_timeout_s: float | None = None,
+        io_executor: Executor | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._model = model
         self._recorder = recorder
         self._budget = budget
         self._metrics = metrics
+        self._refusals = refusals
+        self._keys = keys
         self._prices = prices
         self._model_id = model_id
         self._stage = stage
+        # The model call runs here when the client's own timeouts (`model_timeout_s`, the
+        # longest one call can take) could let it run past the model deadline: the request
+        # then stops waiting at the deadline. Otherwise, and without an executor, it runs
+        # inline, ended in time by those timeouts (and saving a thread hand-off).
+        self._model_executor = model_executor
+        self._model_timeout_s = model_timeout_s
+        # Writes that run beside the durable write (settle, stored answer, month index).
+        self._io_executor = io_executor
         self._now = now
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._sleep = sleep
 
-    def chat(self, caller: Caller, request: ChatRequest, request_id: str) -> ChatResult:
-        """Reserve the worst case, call the model, record the usage event, settle.
+    def chat(
+        self,
+        caller: Caller,
+        request: ChatRequest,
+        request_id: str,
+        *,
+        deadline: Deadline | None = None,
+        key: KeyUse | None = None,
+    ) -> ChatResult:
+        """Run the call and meter it; the answer, or a domain error for the edge to map.
 
-        A budget refusal is recorded (status `rejected`, best effort) and re-raised: the
-        model is not called. A model failure is recorded (status `error`), its reservation
-        released, and re-raised with `event_id` attached. If the event cannot be made
-        durable, the reservation is released and UsageNotDurableError propagates: no answer
-        is returned for usage that was not recorded. The settle comes after the event is
-        durable and never fails the request (the repair job finishes a failed settle).
+        A refusal is counted (its event, or its minute's aggregate) and re-raised: the model
+        is not called. A model failure is recorded (`error`), its reservation released. A
+        call the model cannot finish before the deadline is recorded `aborted` and raises
+        DeadlineExceededError (504). If the event cannot be made durable, UsageNotDurableError
+        propagates and the counters are left as if the call never happened. Each of these
+        errors carries the id of the event that recorded it, if there is one. With a `key`, a
+        completed earlier call with the same key and body is answered again as it was.
         """
-        call = _Call(new_event_id(), self._now(), self._clock(), caller, request_id)
-        hold = self._reserve(call, request)
+        deadline = deadline or Deadline.start(API_GATEWAY_TIMEOUT_S, clock=self._clock)
+        call = _Call(new_event_id(), self._now(), self._clock(), caller, request_id, deadline)
+        claim = self._claim(call, key)
+        if isinstance(claim, Answer):
+            return ChatResult(claim.status, claim.body, claim.request_id, replayed=True)
         try:
-            reply = self._model.converse(self._model_id, request.prompt, request.max_tokens)
-        except ModelError as exc:
-            exc.event_id = call.event_id
-            self._record_failure(self._event(call, NO_TOKENS, "error", exc.error_code))
-            self._release(hold)
+            hold = self._reserve(call, request)
+            reply = self._converse(call, request, hold)
+        except BaseException:
+            self._abandon(claim)  # refusals and errors are not answers to replay
             raise
-        cost = self._prices.cost(self._model_id, reply.usage)
-        event = self._event(call, reply.usage, "ok", None, cost)
+        return self._finish(call, hold, reply, claim)
+
+    # -- idempotency -------------------------------------------------------------------------
+
+    def _claim(self, call: _Call, key: KeyUse | None) -> KeyRecord | Answer | None:
+        if key is None:
+            return None
+        if self._keys is None:
+            raise IdempotencyStoreUnavailableError(
+                "Idempotency keys are not available on this stage."
+            )
+        now = self._wall_clock()
+        record = new_record(
+            call.caller.tenant_id,
+            key.key_digest,
+            key.fingerprint,
+            lease=call.event_id,
+            lease_until=call.deadline.wall_time(self._wall_clock),
+            now=now,
+        )
+        outcome = self._keys.claim(record, now)
+        if isinstance(outcome, Claimed):
+            return outcome.record
+        if isinstance(outcome, Replay):
+            return outcome.answer
+        if isinstance(outcome, InFlight):
+            raise IdempotencyConflictError(
+                "A request with this Idempotency-Key is still being processed; retry after "
+                f"{outcome.retry_after_s} s to get its answer.",
+                outcome.retry_after_s,
+            )
+        assert isinstance(outcome, Mismatch)
+        raise IdempotencyKeyReusedError(
+            "This Idempotency-Key was already used with a different request body; "
+            "use a new key for a new request."
+        )
+
+    def _abandon(self, claim: KeyRecord | Answer | None) -> None:
+        if not isinstance(claim, KeyRecord) or self._keys is None:
+            return
         try:
-            self._record(event)
-        except Exception:
-            self._release(hold)  # not recorded, so not billed
-            raise
-        if self._budget is not None and hold is not None:
-            self._budget.settle(hold, reply.usage, cost.usd)
-        return ChatResult(text=reply.text, event_id=call.event_id)
+            self._keys.abandon(claim)
+        except IdempotencyStoreUnavailableError:
+            # The key stays in flight until its lease ends; then a retry takes it over.
+            logger.warning("idempotency key not released", extra={"lease": claim.lease})
+
+    # -- budget ------------------------------------------------------------------------------
 
     def _reserve(self, call: _Call, request: ChatRequest) -> Any:
         if self._budget is None:
@@ -215,13 +365,151 @@ class ChatService:
             )
         except BUDGET_REFUSALS as exc:
             code = str(getattr(exc, "error_code", type(exc).__name__))
-            if self._record_failure(self._event(call, NO_TOKENS, "rejected", code)):
+            event = self._event(call, NO_TOKENS, "rejected", code)
+            if self._refusals is not None:
+                exc.event_id = self._refusals.record(event, deadline=call.deadline.answer_by)
+                if exc.event_id == event.event_id:  # recorded on its own, not in an aggregate
+                    self._observe(event)
+            elif self._record_failure(event, call):
                 exc.event_id = call.event_id
             raise
 
-    def _release(self, hold: Any) -> None:
+    def _release(self, hold: Any, *, aborted: bool = False) -> None:
         if self._budget is not None and hold is not None:
-            self._budget.release(hold)
+            self._budget.release(hold, aborted=aborted)
+
+    # -- the model, within the deadline --------------------------------------------------------
+
+    def _converse(self, call: _Call, request: ChatRequest, hold: Any) -> ModelReply:
+        attempt = 0
+        while True:
+            window = call.deadline.seconds_until(call.deadline.model_by)
+            if window < MIN_MODEL_WINDOW_S:
+                self._abort(call, hold)
+            try:
+                return self._converse_once(call, request, window, hold)
+            except ModelError as exc:
+                if exc.error_code in TIMED_OUT_CODES:
+                    self._abort(call, hold)  # the model may still be generating: not an error
+                left = call.deadline.seconds_until(call.deadline.model_by)
+                if (
+                    attempt == 0
+                    and exc.error_code in RETRYABLE_MODEL_CODES
+                    and left >= MODEL_RETRY_MIN_WINDOW_S
+                ):
+                    attempt += 1
+                    self._sleep(random.random() * MODEL_RETRY_BACKOFF_S)  # noqa: S311
+                    continue
+                exc.event_id = call.event_id
+                self._record_failure(self._event(call, NO_TOKENS, "error", exc.error_code), call)
+                self._release(hold)
+                raise
+
+    def _converse_once(
+        self, call: _Call, request: ChatRequest, window: float, hold: Any
+    ) -> ModelReply:
+        inline = self._model_timeout_s is not None and self._model_timeout_s <= window
+        if self._model_executor is None or inline:
+            return self._model.converse(self._model_id, request.prompt, request.max_tokens)
+        future = self._model_executor.submit(
+            self._model.converse, self._model_id, request.prompt, request.max_tokens
+        )
+        try:
+            return future.result(timeout=window)
+        except FutureTimeout:
+            if future.cancel():
+                logger.warning("model call never started: no worker free in time")
+            else:
+                future.add_done_callback(self._late_reply_logger(call))
+            self._abort(call, hold)
+
+    def _abort(self, call: _Call, hold: Any) -> NoReturn:
+        """Give the call up: an `aborted` event, the reservation released (its worst case
+        counted as the provider's exposure), 504."""
+        error = DeadlineExceededError(ABORTED_MESSAGE)
+        event = self._event(call, NO_TOKENS, "aborted", DeadlineExceededError.error_code)
+        if self._record_failure(event, call):
+            error.event_id = call.event_id
+        self._release(hold, aborted=True)
+        raise error
+
+    def _late_reply_logger(self, call: _Call) -> Callable[[Future[ModelReply]], None]:
+        """Logs what a call given up at its deadline really used, if the model answers after
+        all: the provider pays Bedrock for it though the tenant was not billed."""
+
+        def log(future: Future[ModelReply]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return
+            reply = future.result()
+            cost = self._prices.cost(self._model_id, reply.usage)
+            logger.warning(
+                "model answered after the request's deadline (aborted, not billed)",
+                extra={
+                    "event_id": call.event_id,
+                    "tenant_id": call.caller.tenant_id,
+                    "provider_cost_usd": cost.usd_text,
+                    "price_version": cost.price_version,
+                    **reply.usage.as_dict(),
+                },
+            )
+
+        return log
+
+    # -- after the model: durable event, settle and answer, concurrently -------------------
+
+    def _finish(self, call: _Call, hold: Any, reply: ModelReply, claim: Any) -> ChatResult:
+        cost = self._prices.cost(self._model_id, reply.usage)
+        event = self._event(call, reply.usage, "ok", None, cost)
+        answer = Answer(200, answer_body(reply.text), call.event_id)
+        settling = None
+        if self._budget is not None and hold is not None:
+            settling = self._beside(self._budget.settle, hold, reply.usage, cost.usd)
+        storing = None
+        if isinstance(claim, KeyRecord) and self._keys is not None:
+            storing = self._beside(self._keys.complete, claim, answer)
+        try:
+            self._record(event, call)
+        except BaseException:
+            # Not recorded, so not billed: undo what ran beside the write.
+            if settling is not None and self._budget is not None:
+                settled = self._wait(settling, call)
+                self._budget.compensate(hold, settled, reply.usage, cost.usd)
+            if storing is not None:
+                self._wait(storing, call)
+            self._abandon(claim)
+            raise
+        if settling is not None:
+            self._wait(settling, call)
+        if storing is not None:
+            self._wait(storing, call)
+        return ChatResult(answer.status, answer.body, call.event_id)
+
+    def _beside(self, function: Callable[..., T], *args: Any) -> Future[T]:
+        """Run `function` beside the durable write (inline without an executor)."""
+        if self._io_executor is not None:
+            return self._io_executor.submit(function, *args)
+        future: Future[T] = Future()
+        try:
+            future.set_result(function(*args))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def _wait(self, future: Future[T], call: _Call) -> T | None:
+        """The result, or None if it failed or is not done by the time the answer is due (it
+        then finishes, or not, on its own: settles and answers are exactly-once writes)."""
+        timeout = max(0.0, call.deadline.seconds_until(call.deadline.answer_by))
+        try:
+            return future.result(timeout=timeout)
+        except FutureTimeout:
+            logger.warning("write beside the usage event not finished in time")
+        except Exception as exc:
+            logger.warning(
+                "write beside the usage event failed", extra={"error": type(exc).__name__}
+            )
+        return None
+
+    # -- events ------------------------------------------------------------------------------
 
     def _event(
         self,
@@ -248,17 +536,20 @@ class ChatService:
             stage=self._stage,
         )
 
-    def _record(self, event: UsageEvent) -> None:
-        self._recorder.record(event)
+    def _record(self, event: UsageEvent, call: _Call) -> None:
+        self._recorder.record(event, deadline=call.deadline.answer_by)
+        self._observe(event)
+
+    def _observe(self, event: UsageEvent) -> None:
         if self._metrics is not None:  # only once the event is durable
             self._metrics.observe(event)
 
-    def _record_failure(self, event: UsageEvent) -> bool:
+    def _record_failure(self, event: UsageEvent, call: _Call) -> bool:
         # A failed or refused call bills nothing; if even its event cannot be stored, the
         # caller still gets the model error or refusal (not a 503), and the full event is in
         # the log.
         try:
-            self._record(event)
+            self._record(event, call)
         except Exception:
             logger.exception(
                 "failed-call usage event not recorded", extra={"usage_event": event.to_record()}

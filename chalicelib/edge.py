@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chalice.app import Request, Response
 
+from chalicelib.chat import ChatResult, KeyUse
+from chalicelib.deadlines import Deadline
 from chalicelib.errors import (
     AnalyticsUnavailableError,
     AuthenticationError,
     BudgetStoreUnavailableError,
     ConfigurationError,
+    DeadlineExceededError,
     ForbiddenError,
+    IdempotencyConflictError,
+    IdempotencyKeyReusedError,
+    IdempotencyStoreUnavailableError,
     IdentityProviderUnavailableError,
     InvalidRequestError,
     MeteringError,
@@ -24,6 +31,7 @@ from chalicelib.errors import (
     RateLimitedError,
     UsageNotDurableError,
 )
+from chalicelib.idempotency import body_fingerprint, idempotency_key, key_digest
 from chalicelib.identity import Caller, bearer_token, caller_from_claims
 from chalicelib.settings import VERIFY_IN_APP, Settings
 
@@ -35,6 +43,8 @@ _STATUS: list[tuple[type[MeteringError], int, str]] = [
     (AuthenticationError, 401, "UnauthorizedError"),
     (ForbiddenError, 403, "ForbiddenError"),
     (NotFoundError, 404, "NotFoundError"),
+    (IdempotencyConflictError, 409, "ConflictError"),
+    (IdempotencyKeyReusedError, 422, "UnprocessableEntityError"),
     (RateLimitedError, 429, "TooManyRequestsError"),
     (ModelThrottledError, 429, "TooManyRequestsError"),
     (ModelUnavailableError, 502, "BadGatewayError"),
@@ -42,8 +52,13 @@ _STATUS: list[tuple[type[MeteringError], int, str]] = [
     (IdentityProviderUnavailableError, 503, "ServiceUnavailableError"),
     (BudgetStoreUnavailableError, 503, "ServiceUnavailableError"),
     (AnalyticsUnavailableError, 503, "ServiceUnavailableError"),
+    (IdempotencyStoreUnavailableError, 503, "ServiceUnavailableError"),
+    (DeadlineExceededError, 504, "GatewayTimeoutError"),
 ]
 UNAVAILABLE_RETRY_AFTER_S = 5
+# On an answer replayed for a repeated Idempotency-Key (status, body and X-Request-Id are the
+# first answer's).
+REPLAYED_HEADER = "Idempotent-Replayed"
 MISCONFIGURED = "The service is not configured correctly; the operator has been alerted."
 
 
@@ -61,6 +76,7 @@ class Call:
     caller: Caller
     settings: Settings
     request_id: str
+    deadline: Deadline
 
     def require_admin(self) -> None:
         """Refuse (403) callers outside the provider's admin group."""
@@ -97,7 +113,7 @@ def error_response(exc: MeteringError) -> Response:
     headers: dict[str, str | list[str]] = {}
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, RateLimitedError | ModelThrottledError):
+    if isinstance(exc, RateLimitedError | ModelThrottledError | IdempotencyConflictError):
         headers["Retry-After"] = str(exc.retry_after_s)
     elif status == 503:
         headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_S)
@@ -111,6 +127,45 @@ def _response(
     status: int, code: str, message: str, headers: dict[str, str | list[str]]
 ) -> Response:
     return Response(body={"Code": code, "Message": message}, status_code=status, headers=headers)
+
+
+def key_use(request: Request) -> KeyUse | None:
+    """The request's Idempotency-Key (400 if malformed) with its body's fingerprint."""
+    key = idempotency_key(request.headers or {})
+    if key is None:
+        return None
+    return KeyUse(key_digest(key), body_fingerprint(request.raw_body))
+
+
+def chat_response(result: ChatResult) -> Response:
+    """A chat answer, or the replay of one: its status, exact body and X-Request-Id."""
+    headers: dict[str, str | list[str]] = {
+        "Content-Type": "application/json",
+        "X-Request-Id": result.event_id,
+    }
+    if result.replayed:
+        headers[REPLAYED_HEADER] = "true"
+    return Response(body=result.body, status_code=result.status, headers=headers)
+
+
+def request_deadline(
+    settings: Settings,
+    lambda_context: Any,
+    request: Request | None = None,
+    wall_clock: Callable[[], float] = time.time,
+) -> Deadline:
+    """When this request must be answered: REQUEST_DEADLINE_S (API Gateway's 29 s) counted
+    from when API Gateway received it, or what the Lambda context says is left if that is
+    less. API Gateway's clock starts before the handler runs (a cold start can take a second
+    or two), so its `requestTimeEpoch` is used when the event has one; `chalice local` has
+    none, and there the budget counts from now."""
+    budget_s: float = settings.request_deadline_s
+    received_ms = ((request.context or {}) if request else {}).get("requestTimeEpoch")
+    if isinstance(received_ms, int | float) and not isinstance(received_ms, bool):
+        waited = wall_clock() - received_ms / 1000
+        budget_s -= min(max(waited, 0.0), budget_s)
+    remaining = getattr(lambda_context, "get_remaining_time_in_millis", None)
+    return Deadline.start(budget_s, remaining() if remaining else None)
 
 
 def request_id(request: Request | None, lambda_context: Any) -> str:

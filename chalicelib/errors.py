@@ -85,6 +85,32 @@ class RequestExceedsPlanError(InvalidRequestError):
     error_code = "RequestExceedsPlan"
 
 
+class DeadlineExceededError(MeteringError):
+    """The call could not finish before the request's deadline (504).
+
+    The model may still have been generating when it was given up; the call is recorded as
+    `aborted` and not billed.
+    """
+
+    error_code = "DeadlineExceeded"
+
+
+class IdempotencyConflictError(MeteringError):
+    """A request with the same Idempotency-Key is still in flight (409 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class IdempotencyKeyReusedError(MeteringError):
+    """The Idempotency-Key was used before with a different request body (422)."""
+
+
+class IdempotencyStoreUnavailableError(MeteringError):
+    """Idempotency keys cannot be checked, so the call is not run: fail closed (503)."""
+
+
 class BudgetStoreUnavailableError(MeteringError):
     """The budget counters could not be read or reserved; fail closed (503)."""
 

@@ -68,6 +68,8 @@ class FirehoseWriter:
         max_delay_s: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
+        attempt_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if client is None:
             import boto3
@@ -80,21 +82,39 @@ class FirehoseWriter:
         self._max_delay_s = max_delay_s
         self._sleep = sleep
         self._rand = rand
+        # The longest one PutRecordBatch can take (the client's connect + read timeouts):
+        # no attempt is started that could end after the caller's deadline.
+        self._attempt_s = attempt_s
+        self._clock = clock
 
-    def put_records(self, records: Sequence[bytes]) -> list[bytes]:
-        """Send every record; return those still not accepted after all attempts."""
+    def put_records(
+        self, records: Sequence[bytes], *, deadline: float | None = None
+    ) -> list[bytes]:
+        """Send every record; return those still not accepted after all attempts.
+
+        With a `deadline` (on the writer's monotonic clock), a resend is made only if it can
+        finish by then: the caller keeps the rest of its time for the fallback. The first
+        attempt is always made.
+        """
         undelivered: list[bytes] = []
         for batch in batch_records(records):
-            undelivered.extend(self._put_batch(batch))
+            undelivered.extend(self._put_batch(batch, deadline))
         return undelivered
 
-    def _put_batch(self, batch: list[bytes]) -> list[bytes]:
+    def _put_batch(self, batch: list[bytes], deadline: float | None) -> list[bytes]:
         pending = batch
         for attempt in range(self._max_attempts):
             if attempt:
-                self._sleep(
-                    backoff_delay(attempt - 1, self._base_delay_s, self._max_delay_s, self._rand)
+                delay = backoff_delay(
+                    attempt - 1, self._base_delay_s, self._max_delay_s, self._rand
                 )
+                if deadline is not None and self._clock() + delay + self._attempt_s > deadline:
+                    logger.warning(
+                        "firehose resend skipped: no time left before the fallback",
+                        extra={"stream": self._stream_name, "attempts": attempt},
+                    )
+                    break
+                self._sleep(delay)
             pending = self._send_once(pending)
             if not pending:
                 return []

@@ -21,7 +21,9 @@ Destination = Literal["firehose", "fallback"]
 class RecordWriter(Protocol):
     """What the recorder needs from Firehose (see chalicelib.firehose.FirehoseWriter)."""
 
-    def put_records(self, records: Sequence[bytes]) -> list[bytes]: ...
+    def put_records(
+        self, records: Sequence[bytes], *, deadline: float | None = None
+    ) -> list[bytes]: ...
 
 
 class UsageRecorder:
@@ -33,6 +35,7 @@ class UsageRecorder:
         bucket: str,
         fallback_prefix: str,
         s3_client: Any = None,
+        fallback_reserve_s: float = 0.0,
     ) -> None:
         if s3_client is None:
             import boto3
@@ -42,11 +45,18 @@ class UsageRecorder:
         self._bucket = bucket
         self._layout = BucketLayout(fallback_prefix=fallback_prefix)
         self._s3 = s3_client
+        # The longest the fallback write can take (its client's timeouts and attempts).
+        self._fallback_reserve_s = fallback_reserve_s
 
-    def record(self, event: UsageEvent) -> Destination:
-        """Make one event durable; raise UsageNotDurableError if nothing accepts it."""
+    def record(self, event: UsageEvent, *, deadline: float | None = None) -> Destination:
+        """Make one event durable; raise UsageNotDurableError if nothing accepts it.
+
+        With a `deadline` (monotonic), Firehose resends stop early enough for the fallback
+        to be tried in full before it.
+        """
         line = event.to_json_line()
-        if not self._writer.put_records([line]):
+        firehose_by = None if deadline is None else deadline - self._fallback_reserve_s
+        if not self._writer.put_records([line], deadline=firehose_by):
             return "firehose"
         try:
             self._s3.put_object(

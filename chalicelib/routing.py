@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Collection, Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from chalice.app import Chalice, CognitoUserPoolAuthorizer, Request, Response
 
 from chalicelib import logs, wiring
-from chalicelib.edge import Call, authenticate, error_response, request_id
+from chalicelib.api_limits import USAGE_QUERIES, check_rate
+from chalicelib.edge import Call, authenticate, error_response, request_deadline, request_id
 from chalicelib.errors import MeteringError
 from chalicelib.settings import route_authorizer_needed, route_authorizer_pool_arn
 
@@ -61,7 +63,11 @@ def route_authorizer() -> CognitoUserPoolAuthorizer | None:
 
 
 def tenant_route(
-    host: RouteHost, path: str, *, methods: Sequence[str] = ("GET",)
+    host: RouteHost,
+    path: str,
+    *,
+    methods: Sequence[str] = ("GET",),
+    rate_limited: bool = False,
 ) -> Callable[[View], View]:
     """Declare a route that any verified tenant user may call; the view gets their `Call`.
 
@@ -75,25 +81,32 @@ def tenant_route(
     Chalice generates), cannot hand the view its `Call`, and cannot tell admin routes apart.
     A bare `@app.route` stays possible, so tests/functional/test_route_authentication.py walks
     `app.routes` with `unauthenticated_routes` and fails on any route not declared here.
+
+    `rate_limited`: the route is one of the usage queries, which share a per-tenant limit of
+    USAGE_REQUESTS_PER_MINUTE (429 with Retry-After past it; chalicelib.api_limits).
     """
-    return _declare(host, path, methods, "tenant")
+    return _declare(host, path, methods, "tenant", rate_limited)
 
 
 def admin_route(
-    host: RouteHost, path: str, *, methods: Sequence[str] = ("GET",)
+    host: RouteHost,
+    path: str,
+    *,
+    methods: Sequence[str] = ("GET",),
+    rate_limited: bool = False,
 ) -> Callable[[View], View]:
     """Declare a route for provider administrators (`ADMIN_GROUP`): like `tenant_route`, and
     any other verified caller gets 403 before the view runs."""
-    return _declare(host, path, methods, "admin")
+    return _declare(host, path, methods, "admin", rate_limited)
 
 
 def _declare(
-    host: RouteHost, path: str, methods: Sequence[str], access: Access
+    host: RouteHost, path: str, methods: Sequence[str], access: Access, rate_limited: bool
 ) -> Callable[[View], View]:
     authorizer = route_authorizer()
 
     def decorate(view: View) -> View:
-        handler = _authenticated(host, view, admin=access == "admin")
+        handler = _authenticated(host, view, admin=access == "admin", rate_limited=rate_limited)
         setattr(handler, _ACCESS_ATTRIBUTE, access)
         host.route(path, methods=list(methods), authorizer=authorizer)(handler)
         return handler
@@ -101,8 +114,8 @@ def _declare(
     return decorate
 
 
-def _authenticated(host: RouteHost, view: View, *, admin: bool) -> View:
-    """The view behind authentication, log context and error mapping."""
+def _authenticated(host: RouteHost, view: View, *, admin: bool, rate_limited: bool) -> View:
+    """The view behind authentication, log context, rate limit and error mapping."""
 
     @functools.wraps(view)
     def handler(**uri_params: Any) -> Response:
@@ -114,11 +127,21 @@ def _authenticated(host: RouteHost, view: View, *, admin: bool) -> View:
         logs.bind(request_id=call_id)
         try:
             settings = wiring.current_settings()
+            deadline = request_deadline(settings, host.lambda_context, request)
             caller = authenticate(request, settings, wiring.verifier)
             logs.bind(tenant_id=caller.tenant_id)
-            call = Call(request, caller, settings, call_id)
+            call = Call(request, caller, settings, call_id, deadline)
             if admin:
                 call.require_admin()
+            limiter = wiring.request_limiter(settings) if rate_limited else None
+            if limiter is not None:
+                check_rate(
+                    limiter,
+                    caller.tenant_id,
+                    USAGE_QUERIES,
+                    settings.usage_requests_per_minute,
+                    datetime.now(UTC),
+                )
             return _private(view(call, **uri_params))
         except MeteringError as exc:
             response = error_response(exc)

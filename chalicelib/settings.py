@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from chalicelib.errors import ConfigurationError
 from chalicelib.model_profiles import parse_aliases
@@ -20,6 +20,7 @@ MAX_PROMPT_CHARS = "MAX_PROMPT_CHARS"
 DEFAULT_MAX_TOKENS = "DEFAULT_MAX_TOKENS"
 MAX_TOKENS_LIMIT = "MAX_TOKENS_LIMIT"
 BEDROCK_READ_TIMEOUT_S = "BEDROCK_READ_TIMEOUT_S"
+REQUEST_DEADLINE_S = "REQUEST_DEADLINE_S"  # where no Lambda context says less (chalice local)
 TOKEN_VERIFICATION = "TOKEN_VERIFICATION"  # noqa: S105 (a variable name, not a secret)
 USER_POOL_ID = "USER_POOL_ID"
 USER_POOL_ARN = "USER_POOL_ARN"
@@ -43,6 +44,12 @@ DEFAULT_MONTHLY_BUDGET_USD = "DEFAULT_MONTHLY_BUDGET_USD"
 DEFAULT_TOKENS_PER_MINUTE = "DEFAULT_TOKENS_PER_MINUTE"
 DEFAULT_REQUESTS_PER_MINUTE = "DEFAULT_REQUESTS_PER_MINUTE"
 RESERVATION_TTL_S = "RESERVATION_TTL_S"
+PLAN_CACHE_TTL_S = "PLAN_CACHE_TTL_S"
+REFUSAL_EVENTS_PER_MINUTE = "REFUSAL_EVENTS_PER_MINUTE"
+USAGE_REQUESTS_PER_MINUTE = "USAGE_REQUESTS_PER_MINUTE"
+# "lean": DynamoDB and Firehose on the request path through chalicelib.aws_json; "botocore":
+# through boto3 clients (what moto's in-process mock intercepts, for functional tests).
+REQUEST_PATH_AWS_CLIENT = "REQUEST_PATH_AWS_CLIENT"
 ADMIN_GROUP = "ADMIN_GROUP"
 PARTITION_LATENESS_HOURS = "PARTITION_LATENESS_HOURS"
 PARTITION_SWEEP_DAYS = "PARTITION_SWEEP_DAYS"
@@ -76,6 +83,9 @@ VERIFY_IN_APP = "app"
 # Which engine answers analytics SQL: Athena when deployed, DuckDB on the local stack.
 ENGINE_ATHENA = "athena"
 ENGINE_DUCKDB = "duckdb"
+
+LEAN_CLIENTS = "lean"
+BOTOCORE_CLIENTS = "botocore"
 
 
 @dataclass(frozen=True)
@@ -114,11 +124,25 @@ class Settings:
     admin_group: str
     partition_lateness_hours: int = 2
     partition_sweep_days: int = 7
+    request_deadline_s: int = 29
+    plan_cache_ttl_s: int = 60
+    refusal_events_per_minute: int = 10
+    usage_requests_per_minute: int = 30
+    request_path_aws_client: str = LEAN_CLIENTS
     model_aliases: tuple[tuple[str, str], ...] = ()
     curation_table: str = ""
     # Set only on the local stack: clients go there, with dummy credentials (chalicelib.sessions).
     aws_endpoint_url: str = ""
     bedrock_endpoint_url: str = ""
+
+    def __hash__(self) -> int:
+        # Settings key the composer's caches, looked up a dozen times per request; the
+        # generated hash of a frozen dataclass would hash every field each time.
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, field.name) for field in fields(self)))
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     @property
     def token_issuer(self) -> str:
@@ -142,7 +166,7 @@ class Settings:
             max_prompt_chars=_int(env, MAX_PROMPT_CHARS, 20_000),
             default_max_tokens=_int(env, DEFAULT_MAX_TOKENS, 512),
             max_tokens_limit=_int(env, MAX_TOKENS_LIMIT, 4096),
-            bedrock_read_timeout_s=_int(env, BEDROCK_READ_TIMEOUT_S, 60),
+            bedrock_read_timeout_s=_int(env, BEDROCK_READ_TIMEOUT_S, 22),
             token_verification=env.get(TOKEN_VERIFICATION, VERIFY_IN_APP),
             user_pool_id=env.get(USER_POOL_ID, ""),
             user_pool_arn=_user_pool_arn(env),
@@ -169,6 +193,11 @@ class Settings:
             partition_lateness_hours=_int(env, PARTITION_LATENESS_HOURS, 2),
             partition_sweep_days=_int(env, PARTITION_SWEEP_DAYS, 7),
             curation_table=env.get(CURATION_TABLE, ""),
+            request_deadline_s=_int(env, REQUEST_DEADLINE_S, 29),
+            plan_cache_ttl_s=_int(env, PLAN_CACHE_TTL_S, 60),
+            refusal_events_per_minute=_int(env, REFUSAL_EVENTS_PER_MINUTE, 10),
+            usage_requests_per_minute=_int(env, USAGE_REQUESTS_PER_MINUTE, 30),
+            request_path_aws_client=env.get(REQUEST_PATH_AWS_CLIENT, LEAN_CLIENTS),
             model_aliases=parse_aliases(env.get(MODEL_ALIASES, ""), MODEL_ALIASES),
             aws_endpoint_url=env.get(AWS_ENDPOINT_URL, ""),
             bedrock_endpoint_url=env.get(AWS_ENDPOINT_URL_BEDROCK_RUNTIME, ""),
@@ -198,11 +227,33 @@ class Settings:
             raise ConfigurationError(f"{PARTITION_LATENESS_HOURS} must be between 0 and 48")
         if not 0 <= self.partition_sweep_days <= 62:
             raise ConfigurationError(f"{PARTITION_SWEEP_DAYS} must be between 0 and 62")
-        # A live request's reservation must never expire under it (two Bedrock attempts,
-        # plus a minute for everything else), or the repair job would finish it twice.
-        if self.reservation_ttl_s < 2 * self.bedrock_read_timeout_s + 60:
+        self._validate_request_path()
+        # A live request's reservation must never expire under it (the request ends by its
+        # deadline, each model attempt by its read timeout; a minute covers the writes that
+        # may land after the answer), or the repair job would finish it twice.
+        longest = max(2 * self.bedrock_read_timeout_s, self.request_deadline_s)
+        if self.reservation_ttl_s < longest + 60:
             raise ConfigurationError(
-                f"{RESERVATION_TTL_S} must be at least 2 x {BEDROCK_READ_TIMEOUT_S} + 60 seconds"
+                f"{RESERVATION_TTL_S} must be at least 60 seconds more than "
+                f"{REQUEST_DEADLINE_S} and than 2 x {BEDROCK_READ_TIMEOUT_S}"
+            )
+
+    def _validate_request_path(self) -> None:
+        if not 1 <= self.request_deadline_s <= 900:
+            raise ConfigurationError(f"{REQUEST_DEADLINE_S} must be between 1 and 900")
+        if not 1 <= self.bedrock_read_timeout_s <= self.request_deadline_s:
+            raise ConfigurationError(
+                f"{BEDROCK_READ_TIMEOUT_S} must be between 1 and {REQUEST_DEADLINE_S}"
+            )
+        if not 0 <= self.plan_cache_ttl_s <= 60:
+            raise ConfigurationError(f"{PLAN_CACHE_TTL_S} must be between 0 and 60")
+        if self.refusal_events_per_minute < 0:
+            raise ConfigurationError(f"{REFUSAL_EVENTS_PER_MINUTE} must not be negative")
+        if self.usage_requests_per_minute < 1:
+            raise ConfigurationError(f"{USAGE_REQUESTS_PER_MINUTE} must be at least 1")
+        if self.request_path_aws_client not in (LEAN_CLIENTS, BOTOCORE_CLIENTS):
+            raise ConfigurationError(
+                f"{REQUEST_PATH_AWS_CLIENT} must be '{LEAN_CLIENTS}' or '{BOTOCORE_CLIENTS}'"
             )
 
 

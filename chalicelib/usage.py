@@ -103,6 +103,11 @@ class TokenUsage:
             **{name: getattr(self, name) + getattr(other, name) for name in TOKEN_FIELDS}
         )
 
+    def __sub__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            **{name: getattr(self, name) - getattr(other, name) for name in TOKEN_FIELDS}
+        )
+
     def as_dict(self) -> TokenCounts:
         """The counts as flat wire fields; every wire shape that carries tokens is built from it."""
         return TokenCounts(

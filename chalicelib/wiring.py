@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -11,53 +12,61 @@ from chalicelib.analytics import maintenance
 from chalicelib.analytics.catalog import PartitionCatalog
 from chalicelib.analytics.partitions import PartitionJobConfig, Progress
 from chalicelib.analytics.state import CurationStateStore, DynamoCurationStateStore
+from chalicelib.api_limits import RequestLimiter
 from chalicelib.bedrock import BedrockModel
 from chalicelib.budgets.alerts import AlertPublisher, BudgetAlerts, SnsAlertPublisher
 from chalicelib.budgets.dynamo import DynamoBudgetStore
+from chalicelib.budgets.limits import month_key, previous_month_key
 from chalicelib.budgets.plans import default_plan
 from chalicelib.budgets.repair import UsageEventFinder, repair_budgets
-from chalicelib.budgets.service import BudgetService
+from chalicelib.budgets.service import BudgetService, PlanCache
 from chalicelib.budgets.store import BudgetStore
 from chalicelib.chat import ChatLimits, ChatService
-from chalicelib.errors import ConfigurationError
+from chalicelib.deadlines import (
+    BEDROCK_CONNECT_TIMEOUT_S,
+    FIREHOSE_TIMEOUTS,
+    S3_FALLBACK_TIMEOUTS,
+    TIMEOUTS,
+    max_tokens_within,
+)
+from chalicelib.errors import BudgetStoreUnavailableError, ConfigurationError
 from chalicelib.firehose import FirehoseWriter
 from chalicelib.identity import IdTokenVerifier
 from chalicelib.metrics import EmfCallMetrics
 from chalicelib.model_profiles import BedrockProfileLookup, ProfileLookup, resolve_aliases
 from chalicelib.pricing import PriceTable, load_price_table
 from chalicelib.recorder import UsageRecorder
-from chalicelib.settings import ENGINE_DUCKDB, Settings
+from chalicelib.refusals import RefusalAccounting, flush_refusals
+from chalicelib.request_items import DynamoRequestItems
+from chalicelib.settings import BOTOCORE_CLIENTS, ENGINE_DUCKDB, Settings
 
 if TYPE_CHECKING:
     from chalicelib.analytics.engines import QueryEngine
 
 T = TypeVar("T")
 
-# Timeouts and retries per AWS service used on the request path. Firehose and Bedrock retries
-# are mostly ours (resend of failed records; throttling mapped to 429), so botocore's are few.
-# `total_max_attempts` counts calls; botocore's `max_attempts` would count retries.
+# Timeouts and retries per AWS service used on the request path (chalicelib.deadlines says
+# why these values). Firehose and Bedrock retries are ours (resend of failed records within
+# the deadline; transient model failures retried once if there is time), so botocore's are
+# few. `total_max_attempts` counts calls; botocore's `max_attempts` would count retries.
 _CLIENT_OPTIONS: dict[str, dict[str, Any]] = {
-    "firehose": {
-        "connect_timeout": 2,
-        "read_timeout": 5,
-        "retries": {"mode": "standard", "total_max_attempts": 2},
-    },
-    "s3": {
-        "connect_timeout": 2,
-        "read_timeout": 10,
-        "retries": {"mode": "standard", "total_max_attempts": 3},
-    },
-    "dynamodb": {
-        "connect_timeout": 2,
-        "read_timeout": 5,
-        "retries": {"mode": "standard", "total_max_attempts": 3},
-    },
+    service: {
+        "connect_timeout": timeouts.connect_s,
+        "read_timeout": timeouts.read_s,
+        "retries": {"mode": "standard", "total_max_attempts": timeouts.attempts},
+    }
+    for service, timeouts in TIMEOUTS.items()
+} | {
     "sns": {
         "connect_timeout": 2,
         "read_timeout": 5,
         "retries": {"mode": "standard", "total_max_attempts": 3},
     },
 }
+# Worker threads per container. Lambda runs one request at a time per container; a model
+# call given up at its deadline may hold a model worker until its read timeout ends.
+MODEL_WORKERS = 4
+IO_WORKERS = 8
 
 # Everything `override` can replace: the settings and each dependency built below.
 OVERRIDABLE = frozenset(
@@ -76,6 +85,7 @@ OVERRIDABLE = frozenset(
         "usage_event_finder",
         "call_metrics",
         "curation_state",
+        "request_items",
     }
 )
 
@@ -163,6 +173,53 @@ def client(service: str, settings: Settings, **options: Any) -> Any:
     return _container.cached(("client", service, settings, repr(sorted(options.items()))), build)
 
 
+def request_client(service: str, settings: Settings) -> Any:
+    """A DynamoDB or Firehose client for the request path: the lean JSON-protocol client
+    (chalicelib.aws_json, about a fifth of botocore's CPU per call), or a boto3 client
+    where REQUEST_PATH_AWS_CLIENT=botocore (moto's in-process mock sees only boto3's)."""
+    if settings.request_path_aws_client == BOTOCORE_CLIENTS:
+        return client(service, settings)
+
+    def build() -> Any:
+        from chalicelib.aws_json import APIS, LeanJsonClient
+
+        boto = client(service, settings)  # endpoint and region, as botocore resolves them
+        timeouts = TIMEOUTS[service]
+        return LeanJsonClient(
+            APIS[service],
+            endpoint_url=boto.meta.endpoint_url,
+            region=boto.meta.region_name,
+            credentials=session(settings).get_credentials(),
+            connect_timeout_s=timeouts.connect_s,
+            read_timeout_s=timeouts.read_s,
+            max_attempts=timeouts.attempts,
+        )
+
+    return _container.cached(("lean", service, settings), build)
+
+
+def model_executor() -> Executor:
+    """Threads that run model calls, so a request can stop waiting at its deadline."""
+    return _executor("model", MODEL_WORKERS)
+
+
+def io_executor() -> Executor:
+    """Threads for writes beside the durable usage write (settle, stored answer, index)."""
+    return _executor("io", IO_WORKERS)
+
+
+# One pool of each kind per process, kept across `reset()` (threads are not per stage).
+_EXECUTORS: dict[str, ThreadPoolExecutor] = {}
+_EXECUTORS_LOCK = threading.Lock()
+
+
+def _executor(name: str, workers: int) -> Executor:
+    with _EXECUTORS_LOCK:
+        if name not in _EXECUTORS:
+            _EXECUTORS[name] = ThreadPoolExecutor(workers, thread_name_prefix=name)
+        return _EXECUTORS[name]
+
+
 # -- chat ---------------------------------------------------------------------------------
 
 
@@ -195,12 +252,15 @@ def model(settings: Settings) -> BedrockModel:
     """The Bedrock adapter."""
 
     def build() -> BedrockModel:
+        # One attempt: the chat service retries transient failures itself, and only when the
+        # request's deadline leaves time. The read timeout ends a call given up at its
+        # deadline soon after, even though nobody waits for it any more.
         runtime = client(
             "bedrock-runtime",
             settings,
-            connect_timeout=5,
+            connect_timeout=BEDROCK_CONNECT_TIMEOUT_S,
             read_timeout=settings.bedrock_read_timeout_s,
-            retries={"mode": "standard", "total_max_attempts": 2},
+            retries={"mode": "standard", "total_max_attempts": 1},
         )
         return BedrockModel(runtime)
 
@@ -213,14 +273,16 @@ def recorder(settings: Settings) -> UsageRecorder:
     def build() -> UsageRecorder:
         writer = FirehoseWriter(
             settings.firehose_stream_name,
-            client=client("firehose", settings),
+            client=request_client("firehose", settings),
             max_attempts=settings.firehose_max_attempts,
+            attempt_s=FIREHOSE_TIMEOUTS.attempt_s,
         )
         return UsageRecorder(
             writer,
             bucket=settings.analytics_bucket,
             fallback_prefix=settings.fallback_prefix,
             s3_client=client("s3", settings),
+            fallback_reserve_s=S3_FALLBACK_TIMEOUTS.worst_s,
         )
 
     return _container.get("recorder", settings, build)
@@ -245,23 +307,88 @@ def call_metrics(settings: Settings) -> EmfCallMetrics:
 
 
 def chat_service(settings: Settings) -> ChatService:
-    """The chat use case, wired to the stage's model, recorder, prices and call metrics."""
-    return ChatService(
-        model=model(settings),
-        recorder=recorder(settings),
-        prices=price_table(settings),
-        model_id=settings.model_id,
-        stage=settings.stage,
-        budget=budget_service(settings) if settings.budgets_enabled else None,
-        metrics=call_metrics(settings),
+    """The chat use case, wired to the stage's model, recorder, prices, stores and metrics."""
+    model_port = model(settings)
+    usage = recorder(settings)
+    prices = price_table(settings)
+    budget = budget_service(settings) if settings.budgets_enabled else None
+    keys = request_items(settings) if settings.plans_table else None
+    metrics = call_metrics(settings)
+
+    def build() -> ChatService:
+        refusals = None
+        if budget is not None:
+            refusals = RefusalAccounting(
+                counter=request_items(settings),
+                recorder=usage,
+                events_per_minute=settings.refusal_events_per_minute,
+                stage=settings.stage,
+                index=budget.index,
+            )
+        return ChatService(
+            model=model_port,
+            recorder=usage,
+            prices=prices,
+            model_id=settings.model_id,
+            stage=settings.stage,
+            budget=budget,
+            metrics=metrics,
+            refusals=refusals,
+            keys=keys,
+            model_executor=model_executor(),
+            model_timeout_s=BEDROCK_CONNECT_TIMEOUT_S + settings.bedrock_read_timeout_s,
+            io_executor=io_executor(),
+        )
+
+    # Built once per container and set of dependencies (tests replace dependencies).
+    key = (
+        "chat_service",
+        settings,
+        id(model_port),
+        id(usage),
+        id(prices),
+        id(budget),
+        id(keys),
+        id(metrics),
     )
+    return _container.cached(key, build)
 
 
 def chat_limits(settings: Settings) -> ChatLimits:
-    return ChatLimits(
-        max_prompt_chars=settings.max_prompt_chars,
-        default_max_tokens=settings.default_max_tokens,
-        max_tokens_limit=settings.max_tokens_limit,
+    """The stage's limits on a chat request; max_tokens is capped further per model, so that
+    a normal call fits the request's deadline (chalicelib.deadlines.max_tokens_within)."""
+
+    def build() -> ChatLimits:
+        base_model = price_table(settings).base_model_of(settings.model_id)
+        cap = min(
+            settings.max_tokens_limit,
+            max_tokens_within(base_model, settings.request_deadline_s),
+        )
+        return ChatLimits(
+            max_prompt_chars=settings.max_prompt_chars,
+            default_max_tokens=min(settings.default_max_tokens, cap),
+            max_tokens_limit=cap,
+        )
+
+    return _container.cached(("chat_limits", settings), build)
+
+
+def request_limiter(settings: Settings) -> RequestLimiter | None:
+    """Per-tenant rate windows of the usage queries, in the plans table; None (no limit)
+    on a stage without one."""
+    return request_items(settings) if settings.plans_table else None
+
+
+def request_items(settings: Settings) -> DynamoRequestItems:
+    """Idempotency keys, refusal counters and API rate windows in the plans table."""
+    if not settings.plans_table:
+        raise ConfigurationError("PLANS_TABLE must be set where keys and counters are used")
+    return _container.get(
+        "request_items",
+        settings,
+        lambda: DynamoRequestItems(
+            settings.plans_table, client=request_client("dynamodb", settings)
+        ),
     )
 
 
@@ -364,7 +491,9 @@ def budget_store(settings: Settings) -> BudgetStore:
     return _container.get(
         "budget_store",
         settings,
-        lambda: DynamoBudgetStore(settings.plans_table, client=client("dynamodb", settings)),
+        lambda: DynamoBudgetStore(
+            settings.plans_table, client=request_client("dynamodb", settings)
+        ),
     )
 
 
@@ -386,27 +515,41 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def plan_cache(settings: Settings) -> PlanCache:
+    """Plans read on the request path, kept in the container for PLAN_CACHE_TTL_S."""
+    return _container.cached(("plan_cache", settings), lambda: PlanCache(settings.plan_cache_ttl_s))
+
+
 def budget_service(settings: Settings) -> BudgetService:
     """Plans, reservations and alerts for the stage (alerts only if a topic is configured)."""
     store = budget_store(settings)
     clock = budget_clock()
-    alerts = None
-    if settings.alerts_topic_arn:
-        alerts = BudgetAlerts(store, alert_publisher(settings), now=clock)
-    return BudgetService(
-        store=store,
-        prices=price_table(settings),
-        default_plan=default_plan(
-            settings.default_monthly_budget_usd,
-            settings.default_tokens_per_minute,
-            settings.default_requests_per_minute,
-            settings.model_id,
-        ),
-        alerts=alerts,
-        reservation_ttl_s=settings.reservation_ttl_s,
-        default_max_tokens=settings.default_max_tokens,
-        now=clock,
-    )
+    publisher = alert_publisher(settings) if settings.alerts_topic_arn else None
+
+    def build() -> BudgetService:
+        alerts = None
+        if publisher is not None:
+            alerts = BudgetAlerts(store, publisher, now=clock)
+        return BudgetService(
+            store=store,
+            prices=price_table(settings),
+            default_plan=default_plan(
+                settings.default_monthly_budget_usd,
+                settings.default_tokens_per_minute,
+                settings.default_requests_per_minute,
+                settings.model_id,
+            ),
+            alerts=alerts,
+            reservation_ttl_s=settings.reservation_ttl_s,
+            default_max_tokens=settings.default_max_tokens,
+            now=clock,
+            plan_cache=plan_cache(settings),
+            background=io_executor().submit,
+        )
+
+    # One per container (it remembers which months it indexed); tests replace its parts.
+    key = ("budget_service", settings, id(store), id(clock), id(publisher))
+    return _container.cached(key, build)
 
 
 def usage_event_finder(settings: Settings) -> UsageEventFinder:
@@ -432,10 +575,38 @@ def usage_event_finder(settings: Settings) -> UsageEventFinder:
 
 
 def run_budget_repair(settings: Settings, now: datetime) -> dict[str, int]:
-    """The scheduled budget repair, as of `now`; nothing to do where budgets are off."""
+    """The scheduled budget maintenance, as of `now`: expired reservations and missed alerts
+    (repair_budgets), then the aggregates of refused requests of closed minutes
+    (flush_refusals). Nothing to do where budgets are off."""
     if not settings.budgets_enabled:
         return {}
-    report = repair_budgets(
-        now, service=budget_service(settings), finder=usage_event_finder(settings)
+    service = budget_service(settings)
+    report = repair_budgets(now, service=service, finder=usage_event_finder(settings))
+    return {**report.as_dict(), **run_refusal_flush(settings, now, service)}
+
+
+def run_refusal_flush(
+    settings: Settings, now: datetime, service: BudgetService | None = None
+) -> dict[str, int]:
+    """Write the refusal aggregates of this month's and last month's active tenants."""
+    service = service or budget_service(settings)
+    tenants: set[str] = set()
+    for month in (month_key(now), previous_month_key(now)):
+        try:
+            tenants.update(service.store.month_tenants(month))
+        except BudgetStoreUnavailableError:
+            return {"refusal_flush_errors": 1}
+    report = flush_refusals(
+        now,
+        tenants=sorted(tenants),
+        counter=request_items(settings),
+        recorder=recorder(settings),
+        events_per_minute=settings.refusal_events_per_minute,
+        stage=settings.stage,
     )
-    return report.as_dict()
+    return {
+        "refusal_minutes": report.minutes,
+        "refusal_aggregates": report.aggregates,
+        "refused_requests_folded": report.folded_requests,
+        "refusal_flush_errors": report.errors,
+    }

@@ -30,8 +30,6 @@ PROJECT_FILES: Final = ("app.py", "requirements.txt", "chalicelib")
 DEPLOYED_ENVIRONMENT: Final[Mapping[str, str]] = {
     "TOKEN_VERIFICATION": "apigateway",  # API Gateway's Cognito authorizer checks the token
     "QUERY_ENGINE": "athena",
-    # One Bedrock attempt plus recording must fit API Gateway's 29 s integration timeout.
-    "BEDROCK_READ_TIMEOUT_S": "20",
 }
 PLACEHOLDER: Final = "PACKAGING-PLACEHOLDER"
 PLACEHOLDER_POOL_ARN: Final = (

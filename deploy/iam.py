@@ -110,10 +110,11 @@ API_GRANTS: Final = (
     ),
     Grant(
         "BudgetPlansAndCounters",
-        ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+        ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"),
         (PLANS_TABLE,),
         "chalicelib/budgets/dynamo.py: plans (PUT /admin/tenants/{id}/plan), reservations and "
-        "settles, month counters.",
+        "settles, month counters; chalicelib/request_items.py: Idempotency-Key claims (deleted "
+        "when a call is refused or fails), refusal counters, usage-query rate windows.",
     ),
     Grant(
         "PublishBudgetAlerts",
@@ -258,9 +259,23 @@ PARTITION_JOB_GRANTS: Final = (
 REPAIR_JOB_GRANTS: Final = (
     Grant(
         "BudgetPlansAndCounters",
-        ("dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"),
+        ("dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:DeleteItem"),
         (PLANS_TABLE,),
-        "chalicelib/budgets/repair.py finds and finishes expired reservations.",
+        "chalicelib/budgets/repair.py finds and finishes expired reservations; the refusal "
+        "flush reads and retires each finished minute's refusal counters.",
+    ),
+    Grant(
+        "StreamRefusalAggregates",
+        ("firehose:PutRecordBatch",),
+        (STREAM,),
+        "chalicelib/refusals.py: one aggregate `rejected` event per tenant, reason and minute "
+        "beyond the first refusals recorded one by one.",
+    ),
+    Grant(
+        "WriteFallbackRefusalAggregates",
+        ("s3:PutObject",),
+        objects("fallback/"),
+        "An aggregate Firehose refuses goes to fallback/, as the chat path's events do.",
     ),
     Grant(
         "PublishBudgetAlerts",

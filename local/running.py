@@ -50,6 +50,43 @@ def moto_server() -> Iterator[str]:
 
 
 @contextmanager
+def serialized_moto_server() -> Iterator[str]:
+    """Like `moto_server`, but moto's app behind the local endpoint's DynamoDB serializer
+    (local/aws_endpoint.py): conditional writes are atomic, as on AWS, so concurrent callers
+    can be tested against it. In this process, on a free port; yields its URL."""
+    import threading
+
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import make_server
+
+    from local.aws_endpoint import make_app
+
+    class QuietHandler(MotoRequestHandler):
+        def log_request(self, *args: Any) -> None:
+            pass
+
+    server = make_server(HOST, 0, make_app(), threaded=True, request_handler=QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://{HOST}:{server.server_port}"
+
+    def reset() -> None:
+        # moto's state is per process, not per server: start and leave it empty.
+        request = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+
+    try:
+        reset()
+        yield url
+        reset()
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+@contextmanager
 def running_stack(
     state_dir: Path, *, engine: str = "llama", job_interval_s: float = 30.0
 ) -> Iterator[RunningStack]:
@@ -118,10 +155,15 @@ class RunningStack:
         return self.meterctl("login", "--username", username, "--password", PASSWORD).stdout.strip()
 
     def request(
-        self, method: str, path: str, token: str | None, body: Any = None
+        self,
+        method: str,
+        path: str,
+        token: str | None,
+        body: Any = None,
+        extra_headers: dict[str, str] | None = None,
     ) -> tuple[int, Any, dict[str, str]]:
         """One API call; returns the status, the JSON body and the headers."""
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **(extra_headers or {})}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         data = (

@@ -108,6 +108,12 @@ def _print(body: dict[str, Any], as_json: bool) -> None:
     if "alerts" in body:
         sent = ", ".join(f"{p}% {v}" for p, v in sorted(body["alerts"].items(), key=_percent))
         print(f"alerts          {sent or 'none this month'}")
+    aborted = body.get("aborted")
+    if aborted and aborted["requests"]:
+        print(
+            f"aborted         {aborted['requests']} requests past their deadline, not billed "
+            f"(up to ${aborted['worst_case_usd']} of model cost)"
+        )
     print(f"prices          version {body['price_version']}")
 
 

@@ -19,7 +19,7 @@ def _today() -> datetime:
     return datetime.now(UTC)
 
 
-@tenant_route(analytics_routes, "/usage", methods=["GET"])
+@tenant_route(analytics_routes, "/usage", methods=["GET"], rate_limited=True)
 def get_usage(call: Call) -> Response:
     """The calling tenant's usage: totals, by model, and per-day history. The tenant comes
     from the token alone; a `tenant_id` in the query string is ignored."""
@@ -28,7 +28,7 @@ def get_usage(call: Call) -> Response:
     return Response(body=reports.tenant_usage(engine, call.caller.tenant_id, period))
 
 
-@admin_route(analytics_routes, "/admin/usage", methods=["GET"])
+@admin_route(analytics_routes, "/admin/usage", methods=["GET"], rate_limited=True)
 def get_admin_usage(call: Call) -> Response:
     """Every tenant's totals and usage by model (or one's, with `tenant_id`): admins only."""
     query = call.request.query_params
@@ -38,7 +38,9 @@ def get_admin_usage(call: Call) -> Response:
     return Response(body=reports.tenants_usage(engine, period, tenant_id))
 
 
-@admin_route(analytics_routes, "/admin/tenants/{tenant_id}/usage", methods=["GET"])
+@admin_route(
+    analytics_routes, "/admin/tenants/{tenant_id}/usage", methods=["GET"], rate_limited=True
+)
 def get_tenant_usage(call: Call, tenant_id: str) -> Response:
     """Any tenant's report as that tenant sees it at GET /usage (admins only): the
     dashboard's view of another tenant."""

@@ -22,6 +22,7 @@ concurrent request.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -49,7 +50,7 @@ from chalicelib.budgets.plans import Plan
 from chalicelib.budgets.store import Refused, Reserved, ReserveResult, SettleResult, StoredPlan
 from chalicelib.errors import BudgetStoreUnavailableError
 from chalicelib.pricing import format_usd
-from chalicelib.usage import TokenUsage
+from chalicelib.usage import TOKEN_FIELDS, TokenUsage
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def month_sk(month: str) -> str:
     return f"MONTH#{month}"
 
 
+@functools.lru_cache(maxsize=64)
 def counters_expire_at(month: str) -> int:
     """Epoch seconds when a month's counters may be deleted by TTL."""
     start = datetime.strptime(month + "-01", "%Y-%m-%d").replace(tzinfo=UTC)
@@ -119,7 +121,26 @@ def encode(values: Mapping[str, Any]) -> dict[str, Any]:
 
     Numbers must be int or Decimal (a float is refused): money goes in as whole pico-dollars.
     """
-    return {name: _SERIALIZER.serialize(value) for name, value in values.items()}
+    return {name: _encode_value(value) for name, value in values.items()}
+
+
+# Integers DynamoDB takes as they are (it keeps 38 significant digits).
+_EXACT_INT = 10**38
+
+
+def _encode_value(value: Any) -> dict[str, Any]:
+    # The request path's common types directly (TypeSerializer costs a few microseconds per
+    # value, and a reserve has a dozen); anything else, Decimals included, through it.
+    kind = type(value)
+    if kind is str:
+        return {"S": value}
+    if kind is bool:
+        return {"BOOL": value}
+    if kind is int and -_EXACT_INT < value < _EXACT_INT:
+        return {"N": str(value)}
+    if kind is dict:
+        return {"M": {str(k): _encode_value(v) for k, v in value.items()}}
+    return _SERIALIZER.serialize(value)  # type: ignore[no-any-return]
 
 
 def decode(item: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -170,6 +191,8 @@ def counters_from_item(tenant_id: str, month: str, item: Mapping[str, Any] | Non
         reservations=tuple(sorted(reservations, key=lambda r: r.expires_at)),
         alerts={p: values[f"alert_{p}"] for p in ALERT_THRESHOLDS if f"alert_{p}" in values},
         indexed=bool(values.get("in_month_index")),
+        aborted_usd=_usd(values, "aborted_pico_usd"),
+        aborted_requests=_count(values, "aborted_requests"),
     )
 
 
@@ -260,7 +283,7 @@ class DynamoBudgetStore:
         for _ in range(MAX_RESERVE_ATTEMPTS):
             held = dataclasses.replace(reservation, window=window)
             try:
-                response = self._update_for_reserve(held, limits, in_window=in_window)
+                self._update_for_reserve(held, limits, in_window=in_window)
             except ClientError as exc:
                 if error_code(exc) != CONDITION_FAILED:
                     raise self._unavailable("reserve", exc) from exc
@@ -275,9 +298,7 @@ class DynamoBudgetStore:
             except BotoCoreError as exc:
                 raise self._unavailable("reserve", exc) from exc
             self._remember_window(tenant, window)
-            return Reserved(
-                held, counters_from_item(tenant, reservation.month, response["Attributes"])
-            )
+            return Reserved(held)
         logger.warning("reservation contention", extra={"attempts": MAX_RESERVE_ATTEMPTS})
         raise BudgetStoreUnavailableError(UNAVAILABLE)
 
@@ -298,6 +319,8 @@ class DynamoBudgetStore:
         if in_window:
             values[":rpm"] = limits.requests_per_minute
             values[":tpm_left"] = limits.tokens_per_minute - reservation.tokens
+        # Nothing is read back on success: the item holds every open reservation, and
+        # reading them all with each request would cost CPU and read capacity for nothing.
         return self._client.update_item(  # type: ignore[no-any-return]
             TableName=self._table,
             Key=self._month_key(reservation.tenant_id, reservation.month),
@@ -305,60 +328,71 @@ class DynamoBudgetStore:
             ConditionExpression=form["condition"],
             ExpressionAttributeNames={"#rsv": RESERVATION_PREFIX + reservation.reservation_id},
             ExpressionAttributeValues=encode(values),
-            ReturnValues="ALL_NEW",
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
 
     def settle(
-        self, reservation: Reservation, actual: Actual | None, *, current_window: str
+        self,
+        reservation: Reservation,
+        actual: Actual | None,
+        *,
+        current_window: str,
+        aborted: bool = False,
     ) -> SettleResult:
         """One conditional UpdateItem: drop the open reservation, add what was really used.
 
         The condition `attribute_exists(#rsv)` makes it happen at most once, whoever settles
         (the request, or the repair job after the reservation expired). The rate window's
-        token count is corrected only while it is still the reservation's window.
+        token count is corrected only while it is still the reservation's window. Only the
+        counters it adds to are read back (UPDATED_NEW), never the open reservations.
         """
         correct_rate = reservation.window == current_window
         for _ in range(2):
             try:
-                response = self._update_for_settle(reservation, actual, correct_rate)
+                response = self._update_for_settle(reservation, actual, correct_rate, aborted)
             except ClientError as exc:
                 if error_code(exc) != CONDITION_FAILED:
                     raise self._unavailable("settle", exc) from exc
                 item = exc.response.get("Item") or {}
-                old = counters_from_item(reservation.tenant_id, reservation.month, item)
                 if correct_rate and RESERVATION_PREFIX + reservation.reservation_id in item:
                     correct_rate = False  # the window moved on: settle without correcting it
                     continue
-                return SettleResult(False, old)
+                return SettleResult(False)
             except BotoCoreError as exc:
                 raise self._unavailable("settle", exc) from exc
-            counters = counters_from_item(
-                reservation.tenant_id, reservation.month, response["Attributes"]
-            )
-            return SettleResult(True, counters)
+            settled = decode(response.get("Attributes")).get("settled_pico_usd", 0)
+            return SettleResult(True, from_pico(int(settled)), correct_rate)
         raise BudgetStoreUnavailableError(UNAVAILABLE)  # pragma: no cover (loop returns)
 
     def _update_for_settle(
-        self, reservation: Reservation, actual: Actual | None, correct_rate: bool
+        self,
+        reservation: Reservation,
+        actual: Actual | None,
+        correct_rate: bool,
+        aborted: bool,
     ) -> dict[str, Any]:
         used = actual or Actual(usd=Decimal(0))
         adds = [
             "committed_pico_usd :delta",
             "reserved_pico_usd :released",
             "open_reservations :minus_one",
+            "settled_pico_usd :usd",
         ]
         values: dict[str, Any] = {
             ":delta": to_pico(used.usd - reservation.usd),
             ":released": to_pico(-reservation.usd),
             ":minus_one": -1,
+            ":usd": to_pico(used.usd),
         }
         if actual is not None:
-            adds += ["settled_pico_usd :usd", "requests :one"]
-            values.update({":usd": to_pico(actual.usd), ":one": 1})
+            adds.append("requests :one")
+            values[":one"] = 1
             for name, count in actual.tokens.as_dict().items():  # each counter under its name
                 adds.append(f"{name} :{name}")
                 values[f":{name}"] = count
+        elif aborted:
+            adds += ["aborted_pico_usd :exposure", "aborted_requests :one"]
+            values.update({":exposure": to_pico(reservation.usd), ":one": 1})
         condition = "attribute_exists(#rsv)"
         if correct_rate:
             adds.append("rate_tokens :rate_delta")
@@ -372,9 +406,66 @@ class DynamoBudgetStore:
             ConditionExpression=condition,
             ExpressionAttributeNames={"#rsv": RESERVATION_PREFIX + reservation.reservation_id},
             ExpressionAttributeValues=encode(values),
-            ReturnValues="ALL_NEW",
+            ReturnValues="UPDATED_NEW",
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
+
+    def unsettle(self, reservation: Reservation, actual: Actual, *, rate_corrected: bool) -> bool:
+        """One conditional UpdateItem, the inverse of an applied settle (see BudgetStore).
+
+        `attribute_not_exists(#rsv)` holds only between the settle and this write: the zero
+        reservation it leaves makes a retry (or a late duplicate) fail the condition until
+        the repair job releases it, long after any retry could arrive.
+        """
+        zero = dataclasses.replace(reservation, usd=Decimal(0), tokens=0)
+        adds = [
+            "committed_pico_usd :minus_usd",
+            "settled_pico_usd :minus_usd",
+            "open_reservations :one",
+            "requests :minus_one",
+        ]
+        values: dict[str, Any] = {
+            ":zero": _reservation_value(zero),
+            ":minus_usd": -to_pico(actual.usd),
+            ":one": 1,
+            ":minus_one": -1,
+        }
+        for name in TOKEN_FIELDS:
+            adds.append(f"{name} :{name}")
+            values[f":{name}"] = -getattr(actual.tokens, name)
+        condition = "attribute_not_exists(#rsv)"
+        undo_rate = rate_corrected
+        for _ in range(2):
+            rate: dict[str, Any] = {}
+            if undo_rate:
+                rate = {":rate_back": -actual.tokens.total_tokens, ":window": reservation.window}
+            try:
+                self._client.update_item(
+                    TableName=self._table,
+                    Key=self._month_key(reservation.tenant_id, reservation.month),
+                    UpdateExpression="SET #rsv = :zero ADD "
+                    + ", ".join([*adds, "rate_tokens :rate_back"] if undo_rate else adds),
+                    ConditionExpression=(
+                        condition + " AND rate_window = :window" if undo_rate else condition
+                    ),
+                    ExpressionAttributeNames={
+                        "#rsv": RESERVATION_PREFIX + reservation.reservation_id
+                    },
+                    ExpressionAttributeValues=encode({**values, **rate}),
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except ClientError as exc:
+                if error_code(exc) != CONDITION_FAILED:
+                    raise self._unavailable("unsettle", exc) from exc
+                item = exc.response.get("Item") or {}
+                if undo_rate and RESERVATION_PREFIX + reservation.reservation_id not in item:
+                    undo_rate = False  # the window moved on: leave the new one's count alone
+                    continue
+                return False
+            except BotoCoreError as exc:
+                raise self._unavailable("unsettle", exc) from exc
+            return True
+        return False  # pragma: no cover (loop returns)
 
     # -- the month index (what the repair job walks) -----------------------------------------
 

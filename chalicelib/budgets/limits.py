@@ -100,6 +100,10 @@ class MonthCounters:
     reservations: tuple[Reservation, ...] = ()
     alerts: Mapping[int, str] = field(default_factory=dict)
     indexed: bool = False
+    # Calls given up at their deadline (504): not billed, but the model may have run on. Their
+    # reservations' worst cases add up here: the provider's exposure, shown to admins.
+    aborted_usd: Decimal = Decimal(0)
+    aborted_requests: int = 0
 
     def remaining_usd(self, budget: Decimal) -> Decimal:
         """Budget not yet spent or held by requests in flight (never negative)."""

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypedDict
 
+from chalicelib.bodies import parse_json_body
 from chalicelib.budgets.limits import Limits
 from chalicelib.errors import ConfigurationError, InvalidRequestError
 from chalicelib.pricing import PriceTable, UnknownModelError, format_usd, parse_usd
@@ -64,12 +64,9 @@ def plan_document(plan: Plan) -> PlanDocument:
 
 def parse_plan_body(raw_body: bytes | str | None, prices: PriceTable, default_model: str) -> Plan:
     """Validate a PUT body; InvalidRequestError naming the field at fault."""
-    if not raw_body:
-        raise InvalidRequestError("Request body is required: a JSON object describing the plan.")
-    try:
-        body = json.loads(raw_body)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequestError("Request body is not valid JSON.") from None
+    body = parse_json_body(
+        raw_body, required="Request body is required: a JSON object describing the plan."
+    )
     return parse_plan(body, prices, default_model)
 
 

@@ -39,10 +39,23 @@ class PlanView(TypedDict):
     month_to_date: MonthToDate
 
 
+class Aborted(TypedDict):
+    """Calls given up at their deadline this month (504, not billed): the provider's exposure.
+
+    `worst_case_usd` is what their reservations held: an upper bound of what Bedrock may bill
+    the provider for them.
+    """
+
+    requests: int
+    worst_case_usd: str
+
+
 class AdminPlanView(PlanView):
-    """GET and PUT /admin/tenants/{tenant_id}/plan: also alerts and who set the plan."""
+    """GET and PUT /admin/tenants/{tenant_id}/plan: also alerts, aborted calls and who set
+    the plan."""
 
     alerts: dict[str, str]
+    aborted: Aborted
     updated_at: str | None
     updated_by: str | None
 
@@ -79,6 +92,10 @@ def admin_plan_view(overview: PlanOverview) -> AdminPlanView:
         price_version=view["price_version"],
         month_to_date=view["month_to_date"],
         alerts={str(p): v for p, v in sorted(overview.counters.alerts.items())},
+        aborted=Aborted(
+            requests=overview.counters.aborted_requests,
+            worst_case_usd=money_text(overview.counters.aborted_usd),
+        ),
         updated_at=stored.updated_at if stored else None,
         updated_by=stored.updated_by if stored else None,
     )
@@ -110,7 +127,7 @@ def put_tenant_plan(call: Call, tenant_id: str) -> Response:
     return Response(body=dict(admin_plan_view(service.set_plan(tenant, plan, updated_by))))
 
 
-@tenant_route(budget_routes, "/usage/plan", methods=["GET"])
+@tenant_route(budget_routes, "/usage/plan", methods=["GET"], rate_limited=True)
 def get_own_plan(call: Call) -> Response:
     """The caller's own tenant: plan, spend and remaining budget this month."""
     service = wiring.budget_service(call.settings)

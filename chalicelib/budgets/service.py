@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +28,7 @@ from chalicelib.budgets.limits import (
     worst_case,
 )
 from chalicelib.budgets.plans import Plan, model_allowed, money_text
-from chalicelib.budgets.store import BudgetStore, Refused, StoredPlan
+from chalicelib.budgets.store import BudgetStore, Refused, SettleResult, StoredPlan
 from chalicelib.errors import (
     BudgetStoreUnavailableError,
     ModelNotAllowedError,
@@ -63,6 +65,50 @@ class PlanOverview:
     price_version: str
 
 
+# Longest a plan read on the request path is reused in one container: a plan change applies
+# to every container within this time (DESIGN: "a plan change applies within 60 s").
+MAX_PLAN_CACHE_TTL_S = 60
+# Tenants whose plan one container remembers; past this the cache starts over.
+PLAN_CACHE_ENTRIES = 10_000
+INDEXED_MONTHS_ENTRIES = 10_000
+
+
+class PlanCache:
+    """Tenants' plans (or the absence of one) as last read, each kept for up to `ttl_s`.
+
+    The request path reads a tenant's plan on every call; keeping it in the container saves
+    one sequential DynamoDB round trip per request. A plan set through this container is
+    seen at once; one set elsewhere within `ttl_s`.
+    """
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if not 0 <= ttl_s <= MAX_PLAN_CACHE_TTL_S:
+            raise ValueError(f"plan cache TTL must be between 0 and {MAX_PLAN_CACHE_TTL_S} s")
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._plans: dict[str, tuple[float, StoredPlan | None]] = {}
+
+    def get(self, tenant_id: str) -> tuple[bool, StoredPlan | None]:
+        """(found, plan): found is False when the tenant is not cached or its entry expired."""
+        entry = self._plans.get(tenant_id)
+        if entry is None or entry[0] <= self._clock():
+            return False, None
+        return True, entry[1]
+
+    def put(self, tenant_id: str, stored: StoredPlan | None) -> None:
+        if self._ttl_s <= 0:
+            return
+        with self._lock:
+            if len(self._plans) >= PLAN_CACHE_ENTRIES:
+                self._plans.clear()
+            self._plans[tenant_id] = (self._clock() + self._ttl_s, stored)
+
+    def forget(self, tenant_id: str) -> None:
+        with self._lock:
+            self._plans.pop(tenant_id, None)
+
+
 def usd(amount: Decimal) -> str:
     """Dollars for messages: at least cents, more digits only where they matter."""
     return "$" + money_text(amount)
@@ -81,6 +127,8 @@ class BudgetService:
         reservation_ttl_s: int,
         default_max_tokens: int,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        plan_cache: PlanCache | None = None,
+        background: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         self.store = store
         self.prices = prices
@@ -89,12 +137,28 @@ class BudgetService:
         self._reservation_ttl_s = reservation_ttl_s
         self._default_max_tokens = default_max_tokens
         self._now = now
+        self._plan_cache = plan_cache
+        # Runs work off the request's critical path (an executor's submit); inline if None.
+        self._background = background
+        self._indexed: set[tuple[str, str]] = set()
 
     # -- plans -----------------------------------------------------------------------------
 
-    def plan_for(self, tenant_id: str) -> tuple[Plan, PlanSource, StoredPlan | None]:
-        """The tenant's plan, or the stage default when it has none."""
-        stored = self.store.get_plan(tenant_id)
+    def plan_for(
+        self, tenant_id: str, *, cached: bool = False
+    ) -> tuple[Plan, PlanSource, StoredPlan | None]:
+        """The tenant's plan, or the stage default when it has none.
+
+        `cached`: as this container last read it, if within the plan cache's TTL (the request
+        path). Otherwise read now, and remembered for the request path.
+        """
+        found, stored = (False, None)
+        if cached and self._plan_cache is not None:
+            found, stored = self._plan_cache.get(tenant_id)
+        if not found:
+            stored = self.store.get_plan(tenant_id)
+            if self._plan_cache is not None:
+                self._plan_cache.put(tenant_id, stored)
         if stored is None:
             return self.default_plan, "default", None
         return stored.plan, "tenant", stored
@@ -106,7 +170,10 @@ class BudgetService:
         return PlanOverview(tenant_id, plan, source, stored, counters, self.prices.version)
 
     def set_plan(self, tenant_id: str, plan: Plan, updated_by: str) -> PlanOverview:
-        """Replace the tenant's plan; effective for the next request."""
+        """Replace the tenant's plan; effective for the next request in this container, and
+        within the plan cache's TTL in every other."""
+        if self._plan_cache is not None:
+            self._plan_cache.forget(tenant_id)
         self.store.put_plan(tenant_id, plan, updated_by=updated_by, updated_at=self._now())
         return self.overview(tenant_id)
 
@@ -128,7 +195,7 @@ class BudgetService:
         (429) or BudgetStoreUnavailableError (503: fail closed).
         """
         now = self._now()
-        plan, _, _ = self.plan_for(tenant_id)
+        plan, _, _ = self.plan_for(tenant_id, cached=True)
         if not model_allowed(plan, model_id, self.prices):
             raise ModelNotAllowedError(f"Your plan does not allow the model {model_id}.")
         price = self.prices.price_of(model_id)
@@ -162,26 +229,114 @@ class BudgetService:
             if result.refusal.kind == "budget":
                 self._alert_if_exhausted(result.counters, plan, prompt, max_tokens, model_id)
             raise self._refusal_error(result.refusal, result.counters, plan, demand, now)
-        if not result.counters.indexed:
-            self._register(tenant_id, month)
+        self._index(tenant_id, month)
         return Hold(result.reservation, plan)
 
-    def settle(self, hold: Hold, tokens: TokenUsage, cost_usd: Decimal) -> None:
-        """Replace the reservation by the actual cost; never raises.
+    def settle(self, hold: Hold, tokens: TokenUsage, cost_usd: Decimal) -> SettleResult | None:
+        """Replace the reservation by the actual cost; None if the store failed. Never raises.
 
         If the store fails, the reservation stays: the repair job settles it from the usage
-        event (already durable by now) once it expires.
+        event once it expires (or releases it, if there is no event).
         """
-        self._apply(hold.reservation, Actual(cost_usd, tokens), hold.plan)
+        return self._settle(hold.reservation, Actual(cost_usd, tokens), hold.plan)[1]
 
-    def release(self, hold: Hold) -> None:
-        """Give the whole reservation back (nothing was billed); never raises."""
-        self._apply(hold.reservation, None, hold.plan)
+    def release(self, hold: Hold, *, aborted: bool = False) -> None:
+        """Give the whole reservation back (nothing was billed); never raises.
 
-    def _apply(self, reservation: Reservation, actual: Actual | None, plan: Plan) -> Applied:
+        `aborted`: the call was given up at its deadline; its worst case is counted as the
+        provider's exposure (MonthCounters.aborted_usd).
+        """
+        self._apply(hold.reservation, None, hold.plan, aborted=aborted)
+
+    def compensate(
+        self, hold: Hold, settled: SettleResult | None, tokens: TokenUsage, cost_usd: Decimal
+    ) -> None:
+        """Leave the counters as if the call never happened, after its settle ran concurrently
+        with a durable write that then failed (the caller gets 503, nothing is billed).
+
+        `settled` is the settle's result, None if its outcome is unknown. Exactly once: the
+        undo is conditional on the settle having applied and not being undone yet. Never
+        raises; what cannot be done now is logged, and left to the repair job where it can.
+        """
+        actual = Actual(cost_usd, tokens)
+        ids = {"reservation_id": hold.reservation.reservation_id}
+        rate_corrected = False
+        if settled is None:
+            # Unknown: if the reservation is still open the settle never applied, and a
+            # release finishes the job; if it is gone, the settle did apply.
+            applied = self._apply(hold.reservation, None, hold.plan)
+            if applied == "applied":
+                return
+            if applied == "failed":
+                logger.error(
+                    "budget counters may hold a call that was not recorded; "
+                    "the repair job releases the reservation if it is still open",
+                    extra=ids,
+                )
+                return
+        elif not settled.applied:
+            return
+        else:
+            rate_corrected = settled.rate_corrected
+        try:
+            self.store.unsettle(hold.reservation, actual, rate_corrected=rate_corrected)
+        except BudgetStoreUnavailableError:
+            logger.error(
+                "budget counters hold a call that was not recorded (undo failed)",
+                extra={**ids, "usd": format_usd(cost_usd)},
+            )
+
+    def index(self, tenant_id: str, at: datetime) -> None:
+        """Make sure the tenant is in the index of `at`'s month (refused requests are counted
+        per tenant, and the maintenance job finds their counters through it)."""
+        self._index(tenant_id, month_key(at))
+
+    def _index(self, tenant_id: str, month: str) -> None:
+        """List the tenant in the month's index (what the repair job walks), once per
+        container and month, off the critical path."""
+        key = (tenant_id, month)
+        if key in self._indexed:
+            return
+
+        def register() -> None:
+            try:
+                self.store.register_month(tenant_id, month)
+            except BudgetStoreUnavailableError:
+                # Harmless to defer: the next request in this container tries again.
+                logger.warning("month index not written; next request retries")
+                return
+            if len(self._indexed) >= INDEXED_MONTHS_ENTRIES:
+                self._indexed.clear()
+            self._indexed.add(key)
+
+        if self._background is None:
+            register()
+        else:
+            self._background(register)
+
+    def _apply(
+        self,
+        reservation: Reservation,
+        actual: Actual | None,
+        plan: Plan,
+        *,
+        aborted: bool = False,
+    ) -> Applied:
+        return self._settle(reservation, actual, plan, aborted=aborted)[0]
+
+    def _settle(
+        self,
+        reservation: Reservation,
+        actual: Actual | None,
+        plan: Plan,
+        *,
+        aborted: bool = False,
+    ) -> tuple[Applied, SettleResult | None]:
         action = "settle" if actual is not None else "release"
         try:
-            result = self.store.settle(reservation, actual, current_window=window_key(self._now()))
+            result = self.store.settle(
+                reservation, actual, current_window=window_key(self._now()), aborted=aborted
+            )
         except BudgetStoreUnavailableError:
             logger.warning(
                 f"budget {action} failed; the repair job will finish it",
@@ -191,20 +346,21 @@ class BudgetService:
                     "actual_usd": format_usd(actual.usd) if actual else "0",
                 },
             )
-            return "failed"
+            return "failed", None
         if not result.applied:
             logger.warning(
                 f"budget {action}: reservation was no longer open",
                 extra={"reservation_id": reservation.reservation_id},
             )
-            return "not_open"
+            return "not_open", result
         if actual is not None:
-            before = result.counters.settled_usd - actual.usd
-            for percent in thresholds_crossed(
-                before, result.counters.settled_usd, plan.monthly_budget_usd
-            ):
-                self._send(result.counters, plan, percent, "spend")
-        return "applied"
+            before = result.settled_usd - actual.usd
+            for percent in thresholds_crossed(before, result.settled_usd, plan.monthly_budget_usd):
+                spent = MonthCounters(
+                    reservation.tenant_id, reservation.month, settled_usd=result.settled_usd
+                )
+                self._send(spent, plan, percent, "spend")
+        return "applied", result
 
     # -- repair ----------------------------------------------------------------------------
 
@@ -261,13 +417,6 @@ class BudgetService:
             spent_usd=counters.settled_usd,
             reason=reason,
         )
-
-    def _register(self, tenant_id: str, month: str) -> None:
-        try:
-            self.store.register_month(tenant_id, month)
-        except BudgetStoreUnavailableError:
-            # Harmless to defer: the flag stays unset, so the next request tries again.
-            logger.warning("month index not written; next request retries")
 
     @staticmethod
     def _refusal_error(

@@ -34,14 +34,14 @@ class StoredPlan:
 
 @dataclass(frozen=True)
 class Reserved:
-    """The reservation is held; `counters` are the month's counters including it.
+    """The reservation is held.
 
     `reservation` is what was stored: its window may be a later one than asked for, when
-    another instance's clock had already opened it.
+    another instance's clock had already opened it. Nothing else is read back: the request
+    path needs no more, and a month item can hold up to MAX_OPEN_RESERVATIONS of them.
     """
 
     reservation: Reservation
-    counters: MonthCounters
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,14 @@ ReserveResult = Reserved | Refused
 class SettleResult:
     """`applied` is False when the reservation was no longer open (already settled/released).
 
-    `counters` are the month's counters after the settle, or as found when not applied.
+    When applied: `settled_usd` is the month's settled spend after it (what alert thresholds
+    are checked against), and `rate_corrected` says whether the rate window's token count was
+    corrected to the actual tokens (only while the window is still the reservation's).
     """
 
     applied: bool
-    counters: MonthCounters
+    settled_usd: Decimal = Decimal(0)
+    rate_corrected: bool = False
 
 
 class BudgetStore(Protocol):
@@ -85,9 +88,30 @@ class BudgetStore(Protocol):
         ...
 
     def settle(
-        self, reservation: Reservation, actual: Actual | None, *, current_window: str
+        self,
+        reservation: Reservation,
+        actual: Actual | None,
+        *,
+        current_window: str,
+        aborted: bool = False,
     ) -> SettleResult:
-        """Replace an open reservation by `actual` (or drop it when None), exactly once."""
+        """Replace an open reservation by `actual` (or drop it when None), exactly once.
+
+        `aborted` (with no `actual`): the call was given up at its deadline while the model
+        may still have been generating; the reservation's worst case is added to the month's
+        `aborted_usd` (the provider's exposure) instead of being billed.
+        """
+        ...
+
+    def unsettle(self, reservation: Reservation, actual: Actual, *, rate_corrected: bool) -> bool:
+        """Undo an applied settle of `actual`, exactly once: its spend, request and tokens
+        leave the month's counters (and the rate window's tokens, if the settle corrected
+        them), and a reservation of zero takes the settled one's place. The repair job
+        releases it once it expires, or settles it if the usage event exists after all.
+
+        False, changing nothing, if the reservation is open (the settle had not applied) or
+        its zero stand-in is already there (undone before).
+        """
         ...
 
     def register_month(self, tenant_id: str, month: str) -> None:
@@ -195,10 +219,15 @@ class InMemoryBudgetStore:
                 ),
             )
             self.months[(reservation.tenant_id, reservation.month)] = updated
-            return Reserved(held, updated)
+            return Reserved(held)
 
     def settle(
-        self, reservation: Reservation, actual: Actual | None, *, current_window: str
+        self,
+        reservation: Reservation,
+        actual: Actual | None,
+        *,
+        current_window: str,
+        aborted: bool = False,
     ) -> SettleResult:
         with self._lock:
             self._enter("settle")
@@ -207,11 +236,13 @@ class InMemoryBudgetStore:
                 r for r in current.reservations if r.reservation_id == reservation.reservation_id
             ]
             if not held:
-                return SettleResult(False, current)
+                return SettleResult(False)
             used = actual or Actual(usd=Decimal(0))
             rate_tokens = current.rate_tokens
-            if current.rate_window == reservation.window == current_window:
+            corrected = current.rate_window == reservation.window == current_window
+            if corrected:
                 rate_tokens += used.tokens.total_tokens - reservation.tokens
+            exposure = aborted and actual is None
             updated = dataclasses.replace(
                 current,
                 committed_usd=current.committed_usd - reservation.usd + used.usd,
@@ -221,6 +252,8 @@ class InMemoryBudgetStore:
                 requests=current.requests + (1 if actual else 0),
                 tokens=current.tokens + used.tokens,
                 rate_tokens=rate_tokens,
+                aborted_usd=current.aborted_usd + (reservation.usd if exposure else 0),
+                aborted_requests=current.aborted_requests + (1 if exposure else 0),
                 reservations=tuple(
                     r
                     for r in current.reservations
@@ -228,7 +261,32 @@ class InMemoryBudgetStore:
                 ),
             )
             self.months[(reservation.tenant_id, reservation.month)] = updated
-            return SettleResult(True, updated)
+            return SettleResult(True, updated.settled_usd, corrected)
+
+    def unsettle(self, reservation: Reservation, actual: Actual, *, rate_corrected: bool) -> bool:
+        with self._lock:
+            self._enter("unsettle")
+            current = self._month(reservation.tenant_id, reservation.month)
+            if any(r.reservation_id == reservation.reservation_id for r in current.reservations):
+                return False
+            zero = dataclasses.replace(reservation, usd=Decimal(0), tokens=0)
+            rate_tokens = current.rate_tokens
+            if rate_corrected and current.rate_window == reservation.window:
+                rate_tokens -= actual.tokens.total_tokens
+            updated = dataclasses.replace(
+                current,
+                committed_usd=current.committed_usd - actual.usd,
+                settled_usd=current.settled_usd - actual.usd,
+                open_reservations=current.open_reservations + 1,
+                requests=current.requests - 1,
+                tokens=current.tokens - actual.tokens,
+                rate_tokens=rate_tokens,
+                reservations=tuple(
+                    sorted((*current.reservations, zero), key=lambda r: r.expires_at)
+                ),
+            )
+            self.months[(reservation.tenant_id, reservation.month)] = updated
+            return True
 
     def register_month(self, tenant_id: str, month: str) -> None:
         with self._lock:

@@ -135,10 +135,16 @@ class BedrockServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, address: tuple[str, int], engine: Engine, faults: FaultInjector | None = None
+        self,
+        address: tuple[str, int],
+        engine: Engine,
+        faults: FaultInjector | None = None,
+        *,
+        tcp_nodelay: bool = True,
     ) -> None:
         super().__init__(address, _Handler)
         self.engine = engine
+        self.tcp_nodelay = tcp_nodelay
         self.faults = faults if faults is not None else FaultInjector()
         self.calls = CallLedger()
         self._thread: threading.Thread | None = None
@@ -217,6 +223,14 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "LocalBedrock/1.0"
     server: BedrockServer
+
+    def setup(self) -> None:
+        super().setup()
+        if self.server.tcp_nodelay:
+            # A response goes out as two writes (headers, then body). With Nagle's algorithm
+            # the body waits for the ACK of the headers, which a client on a kept-alive
+            # connection delays by up to 40 ms: every call would stall that long.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -355,18 +369,29 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def make_server(
-    host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, engine: Engine | str = DEFAULT_ENGINE
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    engine: Engine | str = DEFAULT_ENGINE,
+    *,
+    tcp_nodelay: bool = True,
 ) -> BedrockServer:
-    """A bound, not yet serving, server; `engine` is an Engine or an engine name."""
+    """A bound, not yet serving, server; `engine` is an Engine or an engine name.
+
+    `tcp_nodelay=False` brings back the ~40 ms stall per call (for the latency benchmark).
+    """
     resolved = make_engine(engine) if isinstance(engine, str) else engine
-    return BedrockServer((host, port), resolved)
+    return BedrockServer((host, port), resolved, tcp_nodelay=tcp_nodelay)
 
 
 def serve(
-    host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, engine: Engine | str = DEFAULT_ENGINE
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    engine: Engine | str = DEFAULT_ENGINE,
+    *,
+    tcp_nodelay: bool = True,
 ) -> BedrockServer:
     """A server already serving in a daemon thread (port 0 picks a free one); call stop()."""
-    return make_server(host, port, engine).start()
+    return make_server(host, port, engine, tcp_nodelay=tcp_nodelay).start()
 
 
 # --- CLI ----------------------------------------------------------------------------------
@@ -386,6 +411,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--threads", type=int, help=f"llama.cpp threads (default {default_threads()})"
     )
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
+    parser.add_argument(
+        "--no-tcp-nodelay",
+        action="store_true",
+        help="leave Nagle's algorithm on (each call then stalls ~40 ms; for comparison only)",
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -393,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Load the model before binding, so that a client never reaches a server still loading.
     engine = make_engine(args.engine, args.model_path, args.threads)
-    server = make_server(args.host, args.port, engine)
+    server = make_server(args.host, args.port, engine, tcp_nodelay=not args.no_tcp_nodelay)
 
     stopping = threading.Event()
 

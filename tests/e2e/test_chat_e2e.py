@@ -171,8 +171,8 @@ def test_model_throttling_gives_429_with_retry_after_and_an_error_event(
     local_stack: RunningStack,
 ) -> None:
     token = local_stack.create_user("tenant-throttled", "hasty")
-    # Two: the app's Bedrock client retries a throttled call once before giving up.
-    local_stack.set_faults(throttle=2)
+    # One: a throttled call is answered 429 at once; the tenant retries after Retry-After.
+    local_stack.set_faults(throttle=1)
     status, body, headers = local_stack.request(
         "POST", "/bedrock/chat", token, {"prompt": "hi", "max_tokens": 8}
     )
@@ -184,6 +184,28 @@ def test_model_throttling_gives_429_with_retry_after_and_an_error_event(
         "ThrottlingException",
         headers["X-Request-Id"],
     )
+
+
+def test_a_retry_with_the_same_idempotency_key_gets_the_first_answer_billed_once(
+    local_stack: RunningStack,
+) -> None:
+    token = local_stack.create_user("tenant-retrying", "retrier")
+    body = {"prompt": "Say hi.", "max_tokens": 8}
+    key = {"Idempotency-Key": "order-2026-0001"}
+    before = len(local_stack.model_calls())
+
+    first = local_stack.request("POST", "/bedrock/chat", token, body, key)
+    again = local_stack.request("POST", "/bedrock/chat", token, body, key)
+
+    assert first[0] == again[0] == 200
+    assert again[1] == first[1]
+    assert again[2]["X-Request-Id"] == first[2]["X-Request-Id"]
+    assert again[2]["Idempotent-Replayed"] == "true"
+    assert len(local_stack.model_calls()) == before + 1
+    events = [e for e in local_stack.raw_events() if e["tenant_id"] == "tenant-retrying"]
+    assert [e["event_id"] for e in events] == [first[2]["X-Request-Id"]]
+    other = local_stack.request("POST", "/bedrock/chat", token, {"prompt": "Else."}, key)
+    assert other[0] == 422
 
 
 def test_meterctl_explains_wrong_password_and_unknown_user(local_stack: RunningStack) -> None:

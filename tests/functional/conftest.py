@@ -88,6 +88,8 @@ def make_settings(**overrides: str) -> Settings:
         "MAX_TOKENS_LIMIT": "256",
         "BUDGETS_ENABLED": "false",
         "CURATION_TABLE": "bedrock-metering-test-curation",
+        # moto's in-process mock intercepts boto3's clients only, not the lean ones.
+        "REQUEST_PATH_AWS_CLIENT": "botocore",
     }
     env.update(overrides)
     return Settings.from_env(env)

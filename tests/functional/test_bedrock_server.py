@@ -369,3 +369,20 @@ def test_llama_serves_concurrent_requests_one_at_a_time(
 
     assert len(results) == 3
     assert all(1 <= usage["outputTokens"] <= 4 for usage in results)
+
+
+# --- latency --------------------------------------------------------------------------------
+
+
+def test_kept_alive_calls_do_not_stall_on_nagle_and_delayed_acks(bedrock: Any) -> None:
+    """A response is two writes (headers, body); without TCP_NODELAY the body waited for the
+    client's delayed ACK of the headers, about 40 ms per call on a kept-alive connection."""
+    import statistics
+    import time
+
+    elapsed = []
+    for _ in range(12):
+        started = time.perf_counter()
+        bedrock.converse(modelId=HAIKU, messages=user("hi"), inferenceConfig={"maxTokens": 4})
+        elapsed.append(time.perf_counter() - started)
+    assert statistics.median(elapsed[2:]) < 0.025

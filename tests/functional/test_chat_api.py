@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from chalice.test import Client
 
 from chalicelib import wiring
+from chalicelib.chat import RETRYABLE_MODEL_CODES
 from chalicelib.firehose import FirehoseWriter
 from chalicelib.recorder import UsageRecorder
 from chalicelib.settings import DEFAULT_MODEL_ID, Settings
@@ -103,6 +104,11 @@ def test_tenant_in_body_or_headers_is_ignored(client: Client, bedrock: Bedrock) 
         (b'{"prompt": "hi", "max_tokens": 0}', "max_tokens"),
         (b'{"prompt": "hi", "max_tokens": 257}', "max_tokens"),
         (b'{"prompt": "hi", "max_tokens": "many"}', "max_tokens"),
+        (b"[" * 100_000, "nested too deeply"),
+        (b'{"prompt": "\\ud800"}', "lone surrogate"),
+        (b'{"prompt": "hi", "prompt": "again"}', "more than once"),
+        (b'{"prompt": "hi", "max_tokens": NaN}', "NaN"),
+        (b"\xff\xfe{\x00}\x00", "UTF-8"),
     ],
 )
 def test_bad_input_is_400_without_model_call_or_event(
@@ -191,8 +197,11 @@ def test_bedrock_throttling_is_429_with_retry_after_and_an_error_event(
 def test_model_errors_are_502_with_a_generic_message(
     client: Client, bedrock: Bedrock, code: str, status: int
 ) -> None:
-    bedrock.fail(code, status, "You don't have access to arn:aws:bedrock:us-east-1::secret")
+    attempts = 2 if code in RETRYABLE_MODEL_CODES else 1
+    for _ in range(attempts):
+        bedrock.fail(code, status, "You don't have access to arn:aws:bedrock:us-east-1::secret")
     response = chat(client, {"prompt": "hi"})
+    assert len(bedrock.calls) == attempts
     assert response.status_code == 502
     body = response.body.decode()
     assert "arn:aws" not in body
@@ -200,6 +209,19 @@ def test_model_errors_are_502_with_a_generic_message(
     assert "Traceback" not in body
     (event,) = stored_events()
     assert (event["status"], event["error_code"]) == ("error", code)
+
+
+def test_a_transient_model_failure_is_retried_once_within_the_deadline(
+    client: Client, bedrock: Bedrock
+) -> None:
+    bedrock.fail("ServiceUnavailableException", 503)
+    bedrock.reply("second time lucky")
+    response = chat(client, {"prompt": "hi"})
+    assert response.status_code == 200
+    assert response.json_body == {"response": "second time lucky"}
+    assert len(bedrock.calls) == 2
+    (event,) = stored_events()
+    assert event["status"] == "ok"
 
 
 class FlakyFirehose:

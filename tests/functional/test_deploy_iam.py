@@ -135,6 +135,9 @@ def stage(aws: None, app_template: dict[str, Any]) -> Iterator[Stage]:
             "BUDGETS_ENABLED": "true",
             "FIREHOSE_MAX_ATTEMPTS": "1",
             "DEFAULT_MAX_TOKENS": "64",
+            # moto's in-process mock sees boto3's calls only; the lean client makes the same
+            # DynamoDB and Firehose operations on the same resources.
+            "REQUEST_PATH_AWS_CLIENT": "botocore",
         }
     )
     runtime = boto3.client("bedrock-runtime", region_name=REGION)

@@ -172,6 +172,7 @@ def test_glue_catalog_and_athena_workgroup(stack: ProvisionedStack, session: Any
     group = session.client("athena").get_work_group(WorkGroup="bedrock-metering-workgroup")
     config = group["WorkGroup"]["Configuration"]
     assert config["EnforceWorkGroupConfiguration"] is True
+    assert config["BytesScannedCutoffPerQuery"] == 10 * 1024**3  # one query costs at most this
     assert config["ResultConfiguration"]["OutputLocation"] == (
         f"s3://{stack.outputs['AnalyticsBucketName']}/athena-results/"
     )

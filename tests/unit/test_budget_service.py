@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,14 +13,14 @@ from chalicelib.bedrock import ModelReply
 from chalicelib.budgets.alerts import BudgetAlerts, InMemoryAlertPublisher
 from chalicelib.budgets.plans import Plan
 from chalicelib.budgets.repair import InMemoryUsageEventFinder, repair_budgets
-from chalicelib.budgets.service import BudgetService, Hold
+from chalicelib.budgets.service import BudgetService, Hold, PlanCache
 from chalicelib.budgets.store import InMemoryBudgetStore, StoredPlan
 from chalicelib.chat import ChatRequest, ChatService
 from chalicelib.errors import RateLimitedError, UsageNotDurableError
 from chalicelib.identity import Caller
 from chalicelib.pricing import load_price_table
 from chalicelib.settings import DEFAULT_MODEL_ID
-from chalicelib.usage import TokenUsage, UsageEvent, UsageEventRecord
+from chalicelib.usage import NO_TOKENS, TokenUsage, UsageEvent, UsageEventRecord
 
 START = datetime(2026, 11, 14, 12, 0, 5, tzinfo=UTC)
 PRICES = load_price_table()
@@ -252,7 +253,7 @@ class Model:
 
 
 class BrokenRecorder:
-    def record(self, event: UsageEvent) -> str:
+    def record(self, event: UsageEvent, *, deadline: float | None = None) -> str:
         raise UsageNotDurableError("nothing took it")
 
 
@@ -278,10 +279,68 @@ def test_refusal_is_still_429_when_the_rejected_event_cannot_be_recorded() -> No
     assert model.calls == 0
 
 
-def test_usage_not_recorded_releases_the_reservation() -> None:
+def test_usage_not_recorded_leaves_the_counters_as_if_the_call_never_happened() -> None:
+    """The settle ran beside the failed write and was undone: nothing spent, nothing
+    counted, and a reservation of zero is left for the repair job to release."""
     env = Env()
     chat, model = chat_service(env, BrokenRecorder())
     with pytest.raises(UsageNotDurableError):
         chat.chat(Caller("t", "u", "u", frozenset()), ChatRequest("hi", 64), "r")
     assert model.calls == 1
-    assert (env.month().committed_usd, env.month().open_reservations) == (0, 0)
+    month = env.month()
+    assert (month.committed_usd, month.reserved_usd, month.settled_usd) == (0, 0, 0)
+    assert (month.requests, month.tokens) == (0, NO_TOKENS)
+    assert [(r.usd, r.tokens) for r in month.reservations] == [(0, 0)]
+
+    env.now += timedelta(minutes=16)  # the zero reservation expires: no event, released
+    repair_budgets(env.now, service=env.service, finder=env.finder)
+    assert env.month() == dataclasses.replace(month, open_reservations=0, reservations=())
+
+
+def test_the_request_path_reads_a_plan_once_per_cache_ttl() -> None:
+    env = Env(budget="100")
+    clock = [0.0]
+    cache = PlanCache(60, clock=lambda: clock[0])
+    env.service = BudgetService(
+        store=env.store,
+        prices=PRICES,
+        default_plan=env.service.default_plan,
+        alerts=None,
+        reservation_ttl_s=900,
+        default_max_tokens=64,
+        now=lambda: env.now,
+        plan_cache=cache,
+    )
+    for number in range(3):
+        env.reserve(f"e{number}")
+    assert env.store.calls.count("get_plan") == 1
+
+    # Set elsewhere (another container): seen once the cached plan is 60 s old.
+    blocked = Plan(Decimal(0), 100_000, 100, (DEFAULT_MODEL_ID,))
+    env.store.plans["t"] = StoredPlan(blocked, "", "ops")
+    env.reserve("e3")
+    clock[0] += 60
+    with pytest.raises(RateLimitedError):
+        env.reserve("e4")
+
+    # Set through this container: seen at once.
+    env.service.set_plan("t", Plan(Decimal(100), 100_000, 100, (DEFAULT_MODEL_ID,)), "ops")
+    env.reserve("e5")
+
+
+def test_the_plan_cache_ttl_is_at_most_a_minute() -> None:
+    with pytest.raises(ValueError, match="between 0 and 60"):
+        PlanCache(61)
+
+
+def test_usage_not_recorded_after_a_failed_settle_releases_the_reservation() -> None:
+    """The settle's outcome is unknown (it failed): the reservation is still open, so the
+    plain release finishes it and nothing is left for the repair job."""
+    env = Env()
+    env.store.failures["settle"] = 1
+    chat, _ = chat_service(env, BrokenRecorder())
+    with pytest.raises(UsageNotDurableError):
+        chat.chat(Caller("t", "u", "u", frozenset()), ChatRequest("hi", 64), "r")
+    month = env.month()
+    assert (month.committed_usd, month.settled_usd, month.open_reservations) == (0, 0, 0)
+    assert env.store.calls.count("unsettle") == 0

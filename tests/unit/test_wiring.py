@@ -64,6 +64,7 @@ BUILDERS: dict[str, Callable[[Settings], object]] = {
     "usage_event_finder": wiring.usage_event_finder,
     "call_metrics": wiring.call_metrics,
     "curation_state": wiring.curation_state,
+    "request_items": wiring.request_items,
 }
 
 

@@ -89,7 +89,7 @@ class ListRecorder:
     def __init__(self) -> None:
         self.events: list[UsageEvent] = []
 
-    def record(self, event: UsageEvent) -> str:
+    def record(self, event: UsageEvent, *, deadline: float | None = None) -> str:
         self.events.append(event)
         return "firehose"
 

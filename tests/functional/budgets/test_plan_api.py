@@ -114,9 +114,24 @@ def test_invalid_plan_is_400_naming_the_field(
     assert after["plan_source"] == "default"
 
 
-@pytest.mark.parametrize("body", ["", "{not json", "[]"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "",
+        "{not json",
+        "[]",
+        "[" * 100_000,
+        '{"monthly_budget_usd": "\\ud800", "tokens_per_minute": 1, "requests_per_minute": 1}',
+        '{"monthly_budget_usd": "1", "monthly_budget_usd": "9", "tokens_per_minute": 1,'
+        ' "requests_per_minute": 1}',
+        '{"monthly_budget_usd": "1", "tokens_per_minute": NaN, "requests_per_minute": 1}',
+    ],
+    ids=["empty", "not-json", "array", "deep", "lone-surrogate", "duplicate-key", "nan"],
+)
 def test_malformed_plan_body_is_400(client: Client, budget_env: BudgetEnv, body: str) -> None:
-    assert put(client, "tenant-a", body).status_code == 400
+    response = put(client, "tenant-a", body)
+    assert response.status_code == 400
+    assert response.json_body["Message"]
 
 
 def test_missing_field_is_400_naming_it(client: Client, budget_env: BudgetEnv) -> None:

@@ -115,8 +115,8 @@ def test_an_untouched_month_has_zero_counters(store: BudgetStore) -> None:
 def test_a_reservation_that_fits_is_held_and_counted(store: BudgetStore) -> None:
     wanted = hold("r1")
     result = reserved(store, wanted)
-    assert result.reservation == wanted
-    counters = result.counters
+    assert result == Reserved(wanted)
+    counters = month(store)
     assert (counters.committed_usd, counters.reserved_usd, counters.settled_usd) == (
         Decimal("0.10"),
         Decimal("0.10"),
@@ -130,7 +130,6 @@ def test_a_reservation_that_fits_is_held_and_counted(store: BudgetStore) -> None
     )
     assert counters.reservations == (wanted,)
     assert not counters.indexed
-    assert month(store) == counters
 
 
 @pytest.mark.parametrize(
@@ -182,7 +181,7 @@ def test_a_new_minute_opens_a_new_rate_window(store: BudgetStore) -> None:
         reserved(store, hold(f"r{number}"))
     result = store.reserve(hold("later", tokens=70, at=NEXT_MINUTE), LIMITS, NEXT_MINUTE)
     assert isinstance(result, Reserved)
-    counters = result.counters
+    counters = month(store)
     assert (counters.rate_window, counters.rate_requests, counters.rate_tokens) == (
         window_key(NEXT_MINUTE),
         1,
@@ -196,7 +195,7 @@ def test_a_clock_behind_joins_the_newer_window(store: BudgetStore) -> None:
     result = store.reserve(hold("behind"), LIMITS, NOW)
     assert isinstance(result, Reserved)
     assert result.reservation.window == window_key(NEXT_MINUTE)
-    assert (result.counters.rate_requests, result.counters.rate_tokens) == (2, 200)
+    assert (month(store).rate_requests, month(store).rate_tokens) == (2, 200)
 
 
 def test_limits_are_checked_against_counters_already_there(store: BudgetStore) -> None:
@@ -239,8 +238,8 @@ def test_tenants_and_months_are_counted_apart(store: BudgetStore) -> None:
 def test_settle_replaces_the_reservation_by_what_was_used_exactly_once(store: BudgetStore) -> None:
     held = reserved(store, hold("r1")).reservation
     first = store.settle(held, USED, current_window=window_key(NOW))
-    assert first.applied
-    counters = first.counters
+    assert first == SettleResult(True, USED.usd, rate_corrected=True)
+    counters = month(store)
     assert (counters.committed_usd, counters.reserved_usd, counters.settled_usd) == (
         USED.usd,
         0,
@@ -249,18 +248,17 @@ def test_settle_replaces_the_reservation_by_what_was_used_exactly_once(store: Bu
     assert (counters.open_reservations, counters.requests, counters.tokens) == (0, 1, USED.tokens)
     assert counters.reservations == ()
     assert counters.rate_tokens == USED.tokens.total_tokens  # the estimate, corrected
-    assert month(store) == counters
 
-    assert store.settle(held, USED, current_window=window_key(NOW)) == SettleResult(False, counters)
-    assert store.settle(held, None, current_window=window_key(NOW)) == SettleResult(False, counters)
+    assert store.settle(held, USED, current_window=window_key(NOW)) == SettleResult(False)
+    assert store.settle(held, None, current_window=window_key(NOW)) == SettleResult(False)
     assert month(store) == counters
 
 
 def test_release_gives_the_whole_reservation_back_exactly_once(store: BudgetStore) -> None:
     held = reserved(store, hold("r1")).reservation
     released = store.settle(held, None, current_window=window_key(NOW))
-    assert released.applied
-    counters = released.counters
+    assert released == SettleResult(True, Decimal(0), rate_corrected=True)
+    counters = month(store)
     assert (counters.committed_usd, counters.reserved_usd, counters.settled_usd) == (0, 0, 0)
     assert (counters.open_reservations, counters.requests, counters.tokens) == (0, 0, NO_TOKENS)
     assert (counters.rate_requests, counters.rate_tokens) == (1, 0)
@@ -271,12 +269,12 @@ def test_release_gives_the_whole_reservation_back_exactly_once(store: BudgetStor
 
 def test_settling_what_was_never_reserved_changes_nothing(store: BudgetStore) -> None:
     result = store.settle(hold("ghost"), USED, current_window=window_key(NOW))
-    assert result == SettleResult(False, MonthCounters(TENANT, MONTH))
+    assert result == SettleResult(False)
+    assert month(store) == MonthCounters(TENANT, MONTH)
     reserved(store, hold("r1"))
     before = month(store)
-    assert store.settle(hold("ghost"), USED, current_window=window_key(NOW)) == SettleResult(
-        False, before
-    )
+    assert store.settle(hold("ghost"), USED, current_window=window_key(NOW)) == SettleResult(False)
+    assert month(store) == before
 
 
 def test_the_token_rate_is_corrected_only_in_the_reservation_s_window(
@@ -285,21 +283,97 @@ def test_the_token_rate_is_corrected_only_in_the_reservation_s_window(
     held = reserved(store, hold("r1")).reservation
     # The request finished a minute later: its old window no longer counts.
     settled = store.settle(held, USED, current_window=window_key(NEXT_MINUTE))
-    assert settled.applied
-    assert (settled.counters.rate_window, settled.counters.rate_tokens) == (window_key(NOW), 100)
-    assert settled.counters.tokens == USED.tokens
+    assert settled == SettleResult(True, USED.usd, rate_corrected=False)
+    counters = month(store)
+    assert (counters.rate_window, counters.rate_tokens) == (window_key(NOW), 100)
+    assert counters.tokens == USED.tokens
 
 
 def test_a_settle_from_a_clock_behind_leaves_the_newer_window_alone(store: BudgetStore) -> None:
     old = reserved(store, hold("old")).reservation
     reserved(store, hold("new", tokens=70, at=NEXT_MINUTE))
     settled = store.settle(old, USED, current_window=window_key(NOW))
-    assert settled.applied
-    assert (settled.counters.rate_window, settled.counters.rate_tokens) == (
-        window_key(NEXT_MINUTE),
-        70,
+    assert settled == SettleResult(True, USED.usd, rate_corrected=False)
+    counters = month(store)
+    assert (counters.rate_window, counters.rate_tokens) == (window_key(NEXT_MINUTE), 70)
+    assert counters.committed_usd == USED.usd + Decimal("0.10")
+
+
+def test_an_aborted_call_is_released_and_its_worst_case_counted_as_exposure(
+    store: BudgetStore,
+) -> None:
+    held = reserved(store, hold("r1", usd="0.25")).reservation
+    released = store.settle(held, None, current_window=window_key(NOW), aborted=True)
+    assert released.applied
+    counters = month(store)
+    assert (counters.committed_usd, counters.reserved_usd, counters.settled_usd) == (0, 0, 0)
+    assert (counters.aborted_usd, counters.aborted_requests) == (Decimal("0.25"), 1)
+    assert counters.requests == 0
+
+
+# -- undoing a settle (its usage event could not be recorded) -------------------------------
+
+
+def test_an_undone_settle_leaves_the_counters_as_if_released_with_a_zero_reservation(
+    store: BudgetStore,
+) -> None:
+    reserved(store, hold("before", usd="0.30", tokens=40))
+    before = month(store)
+    held = reserved(store, hold("r1")).reservation
+    settled = store.settle(held, USED, current_window=window_key(NOW))
+
+    assert store.unsettle(held, USED, rate_corrected=settled.rate_corrected)
+
+    zero = dataclasses.replace(held, usd=Decimal(0), tokens=0)
+    assert month(store) == dataclasses.replace(
+        before,
+        open_reservations=2,
+        rate_requests=2,  # a request counted in its minute, as a release leaves it
+        reservations=tuple(sorted((*before.reservations, zero), key=lambda r: r.expires_at)),
     )
-    assert settled.counters.committed_usd == USED.usd + Decimal("0.10")
+
+
+def test_an_undone_settle_leaves_a_newer_rate_window_alone(store: BudgetStore) -> None:
+    held = reserved(store, hold("r1")).reservation
+    reserved(store, hold("new", usd="0.01", tokens=7, at=NEXT_MINUTE))
+    before = month(store)
+    settled = store.settle(held, USED, current_window=window_key(NEXT_MINUTE))
+    assert not settled.rate_corrected
+
+    assert store.unsettle(held, USED, rate_corrected=settled.rate_corrected)
+
+    zero = dataclasses.replace(held, usd=Decimal(0), tokens=0)
+    assert month(store) == dataclasses.replace(
+        before,
+        committed_usd=Decimal("0.01"),
+        reserved_usd=Decimal("0.01"),
+        reservations=tuple(
+            sorted(
+                (zero, *(r for r in before.reservations if r.reservation_id != "r1")),
+                key=lambda r: r.expires_at,
+            )
+        ),
+    )
+
+
+def test_a_settle_is_undone_exactly_once(store: BudgetStore) -> None:
+    held = reserved(store, hold("r1")).reservation
+    settled = store.settle(held, USED, current_window=window_key(NOW))
+    assert store.unsettle(held, USED, rate_corrected=settled.rate_corrected)
+    once = month(store)
+    assert not store.unsettle(held, USED, rate_corrected=settled.rate_corrected)
+    assert month(store) == once
+    # The zero stand-in is released like any reservation (by the repair job), at zero.
+    zero = dataclasses.replace(held, usd=Decimal(0), tokens=0)
+    assert store.settle(zero, None, current_window=window_key(NOW)).applied
+    assert month(store) == dataclasses.replace(once, open_reservations=0, reservations=())
+
+
+def test_an_open_reservation_is_not_undone(store: BudgetStore) -> None:
+    held = reserved(store, hold("r1")).reservation
+    before = month(store)
+    assert not store.unsettle(held, USED, rate_corrected=True)
+    assert month(store) == before
 
 
 # -- the month index -------------------------------------------------------------------------
@@ -317,7 +391,8 @@ def test_registered_tenants_are_listed_once_per_month_in_order(store: BudgetStor
 
 
 def test_registering_keeps_the_month_s_counters(store: BudgetStore) -> None:
-    before = reserved(store, hold("r1")).counters
+    reserved(store, hold("r1"))
+    before = month(store)
     store.register_month(TENANT, MONTH)
     assert month(store) == dataclasses.replace(before, indexed=True)
 
