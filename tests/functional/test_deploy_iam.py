@@ -239,6 +239,11 @@ def test_api_function_needs_exactly_its_policy(stage: Stage) -> None:
     assert response.status_code == 200, response.json_body
     assert http.get("/usage", headers=auth("tenant-a")).status_code == 200
     assert http.get("/admin/usage", headers=admin()).status_code == 200
+    # A tenant with no budget left: its keyed call is refused and its key claim deleted.
+    body = json.dumps({**plan, "monthly_budget_usd": "0", "requests_per_minute": 60})
+    assert http.put("/admin/tenants/tenant-c/plan", headers=admin(), body=body).status_code == 200
+    keyed = {**auth("tenant-c"), "Idempotency-Key": "order-42"}
+    assert http.post("/bedrock/chat", headers=keyed, body=chat).status_code == 429
 
     check(stage, "api_handler", stage.recorder.take())
 
@@ -328,6 +333,21 @@ def test_repair_job_needs_exactly_its_policy(stage: Stage) -> None:
     with stage.recorder.paused():
         stage.schedule("maintain_usage_today", datetime.now(UTC))
     leave_a_stale_reservation(stage, budget)
+    with stage.recorder.paused():
+        # More refusals in a minute than are recorded one by one: the repair run writes
+        # their aggregate (to fallback/: the stream is gone by then) and retires the counter.
+        plan = json.dumps(
+            {"monthly_budget_usd": "0", "tokens_per_minute": 100_000, "requests_per_minute": 60}
+        )
+        http = stage.client.http
+        assert (
+            http.put("/admin/tenants/tenant-c/plan", headers=admin(), body=plan).status_code == 200
+        )
+        chat = json.dumps({"prompt": "hi", "max_tokens": 64})
+        for _ in range(stage.settings.refusal_events_per_minute + 2):
+            assert (
+                http.post("/bedrock/chat", headers=auth("tenant-c"), body=chat).status_code == 429
+            )
     with stage.recorder.paused():  # Firehose gone: the third event goes to fallback/
         boto3.client("firehose", region_name=REGION).delete_delivery_stream(
             DeliveryStreamName=stage.outputs["FirehoseStreamName"]

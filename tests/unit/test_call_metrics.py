@@ -155,7 +155,7 @@ class Recorder:
         self.seen_by_metrics_before_record: list[int] = []
         self.events: list[UsageEvent] = []
 
-    def record(self, event: UsageEvent) -> str:
+    def record(self, event: UsageEvent, *, deadline: float | None = None) -> str:
         self.seen_by_metrics_before_record.append(len(self.metrics.events))
         if self.broken:
             raise UsageNotDurableError("nothing took it")

@@ -12,11 +12,10 @@ from datetime import UTC, datetime, timedelta
 from chalice.test import Client
 
 from chalicelib import wiring
-from chalicelib.analytics.partitions import PartitionJobConfig, job
 from chalicelib.refusals import aggregate_event_id
 from tests.functional.budgets.conftest import BudgetEnv, budget_settings, chat, set_plan
 from tests.functional.conftest import BUCKET, auth, stored_events
-from tests.support.lake import create_catalog
+from tests.support.lake import Lake, create_catalog
 
 REFUSALS = 1000
 EVENTS_PER_MINUTE = 10  # REFUSAL_EVENTS_PER_MINUTE's default
@@ -62,7 +61,7 @@ def test_a_thousand_refusals_make_bounded_records_and_exact_failed_requests(
     # Curated, then counted by GET /usage.
     create_catalog(BUCKET)
     today = started.date()
-    job(day=today, now=datetime.now(UTC), config=PartitionJobConfig(bucket=BUCKET))
+    Lake(BUCKET).run(today, now=datetime.now(UTC))
     wiring.override(settings=budget_settings(QUERY_ENGINE="duckdb"))
     usage = client.http.get(f"/usage?from={today}&to={today}", headers=auth("tenant-a"))
     assert usage.status_code == 200, usage.body
