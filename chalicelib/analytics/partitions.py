@@ -2,13 +2,12 @@
 partition, committed exactly once and switched into Glue in one step.
 
 `job(day=..., now=...)` lists the objects that can hold the day's events, takes those the
-committed generation does not hold yet (all of them for a full rebuild), parses them (bad
-lines go to the quarantine), spills the day's rows by event-id bucket to local disk, merges
-each bucket with the committed rows of that bucket (one copy per event_id), writes each bucket
-as one Parquet file in a new generation folder, and commits: a conditional write in the
-curation table that only the run holding the day's lease can make, then the Glue partition's
-location is switched to the new folder. Readers see the old generation or the new one, never a
-mix; old folders are deleted once a grace period longer than any query has passed.
+committed generation does not hold yet (all of them for a full rebuild), has them built into a
+new generation folder (chalicelib.analytics.building: parsing, quarantine, the bucketed spill,
+the merge with the committed rows, one Parquet file per bucket), and commits: a conditional
+write in the curation table that only the run holding the day's lease can make, then the Glue
+partition's location is switched to the new folder. Readers see the old generation or the new
+one, never a mix; old folders are deleted once a grace period longer than any query has passed.
 
 pandas is not used; pyarrow (and numpy) are imported inside the functions that need them:
 this module is imported by app.py (through chalicelib.analytics.maintenance), and the chat
@@ -18,41 +17,22 @@ path must not load them.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from chalicelib.analytics import curated, quarantine
+from chalicelib.analytics.building import Built, Tally, build_generation
 from chalicelib.analytics.catalog import PartitionCatalog
-from chalicelib.analytics.dedupe import (
-    CURATED_RANK,
-    HASH_NAME,
-    NEW_RANK,
-    SOURCES,
-    BucketSpill,
-    bucket_count,
-    concat,
-    id_hashes,
-    partition_rows,
-    spill_schema,
-    split_by_day,
-    with_origin,
-)
-from chalicelib.analytics.parsing import PoisonLine, event_schema, parse_object
+from chalicelib.analytics.dedupe import HASH_NAME
+from chalicelib.analytics.parsing import PoisonLine
 from chalicelib.analytics.sources import (
     DEFAULT_LATENESS_HOURS,
     EARLY_HOURS,
     SourceManifest,
     SourceObject,
-    fetch_all,
-    in_window,
     list_sources,
     read_manifest,
     write_manifest,
@@ -65,8 +45,6 @@ from chalicelib.analytics.state import (
 )
 from chalicelib.errors import MeteringError
 from chalicelib.layout import BucketLayout, s3_url, split_s3_url
-from chalicelib.pricing import format_usd
-from chalicelib.usage import FIELDS, parse_timestamp
 
 if TYPE_CHECKING:
     from chalicelib.settings import Settings
@@ -81,9 +59,6 @@ READ_CONCURRENCY = 6
 # Rows per event-id bucket: one bucket is in memory at a time while it is merged, sorted and
 # written (about 300 bytes a row in Arrow, a few copies on the way to Parquet).
 ROWS_PER_BUCKET = 400_000
-# Bytes of raw JSON per event when a day's size is guessed before reading it: on the small
-# side, so the guess errs towards more, smaller buckets.
-ESTIMATE_BYTES_PER_EVENT = 300
 # The lease outlives any pause between two renewals; a crashed run blocks its day this long.
 DEFAULT_LEASE_S = 300.0
 LEASE_RENEW_S = 60.0
@@ -91,8 +66,6 @@ LEASE_RENEW_S = 60.0
 # by default) or /usage request that may have planned on them.
 DEFAULT_RETENTION_S = 2 * 3600.0
 LEASE_POLL_S = 1.0
-PROGRESS_INTERVAL_S = 5.0
-REPORTED_POISON_LINES = 20
 
 Progress = Callable[[str], None]
 Status = Literal["written", "recorded", "unchanged", "empty", "busy"]
@@ -205,16 +178,6 @@ class PartitionResult:
             "spill_bytes": self.spill_bytes,
             "seconds": round(self.seconds, 3),
         }
-
-
-@dataclass
-class _Tally:
-    lines: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-    other_days: int = 0
-    orphaned: Counter[str] = field(default_factory=Counter)
-    examples: list[PoisonLine] = field(default_factory=list)
 
 
 class _Lease:
@@ -349,7 +312,7 @@ class _Run:
                 retired = _collect_garbage(self.s3, self.config, retired, glue_now, self.clock)
                 self.state.release(self.day, self.holder, tuple(retired))
                 return self.unchanged(plan, objects)
-            tally = _Tally()
+            tally = Tally()
             generation, build = self._build_and_commit(
                 plan, objects, glue_location, retired, tally, allow_shrink=allow_shrink
             )
@@ -381,10 +344,10 @@ class _Run:
         objects: Sequence[SourceObject],
         glue_location: str | None,
         retired: list[Retired],
-        tally: _Tally,
+        tally: Tally,
         *,
         allow_shrink: bool,
-    ) -> tuple[Generation, _Build]:
+    ) -> tuple[Generation, Built]:
         """Build the new generation, commit it (fenced by the lease), switch Glue to it.
 
         `retired` is updated in place with what the commit retires, so a failure after the
@@ -395,11 +358,13 @@ class _Run:
             f"{day}: {plan.mode} from {len(plan.new)} of {len(objects)} objects "
             f"({sum(o.size for o in plan.new) / 1e6:.1f} MB)"
         )
-        build = _build(
+        build = build_generation(
             self.s3,
             config,
             day,
-            plan,
+            full=plan.full,
+            base=plan.base,
+            new=plan.new,
             objects=objects,
             folder=self.folder,
             tally=tally,
@@ -461,12 +426,12 @@ class _Run:
         status: Status,
         plan: _Plan,
         objects: Sequence[SourceObject],
-        tally: _Tally | None = None,
+        tally: Tally | None = None,
         *,
         generation: Generation | None = None,
-        build: _Build | None = None,
+        build: Built | None = None,
     ) -> PartitionResult:
-        tally = tally or _Tally()
+        tally = tally or Tally()
         read = status not in ("unchanged", "busy")
         shown = generation or plan.committed
         return PartitionResult(
@@ -573,252 +538,6 @@ def _acquire(
 def _key_of(config: PartitionJobConfig, url: str) -> str:
     bucket, key = split_s3_url(url)
     return key if bucket == config.bucket else url
-
-
-# --------------------------------------------------------------------------- building
-
-
-@dataclass(frozen=True)
-class _Build:
-    rewritten: bool
-    files: tuple[str, ...]
-    buckets: int
-    events: int
-    added: int
-    spill_bytes: int
-
-
-def _build(
-    s3: Any,
-    config: PartitionJobConfig,
-    day: date,
-    plan: _Plan,
-    *,
-    objects: Sequence[SourceObject],
-    folder: str,
-    tally: _Tally,
-    lease: _Lease,
-    say: Progress,
-) -> _Build:
-    """Read the new objects into a bucketed spill, then merge and write bucket by bucket."""
-    base = None if plan.full else plan.base
-    old_buckets = base.buckets if base is not None else 0
-    old_events = base.events if base is not None else 0
-    guess = sum(obj.size for obj in plan.new) // ESTIMATE_BYTES_PER_EVENT + len(plan.new)
-    buckets = bucket_count(old_events + guess, config.rows_per_bucket, at_least=old_buckets or 1)
-    order = {obj.key: number for number, obj in enumerate(objects)}
-    with tempfile.TemporaryDirectory(prefix="curate-", dir=config.spill_dir) as directory:
-        spill = BucketSpill(
-            directory,
-            buckets,
-            spill_schema(event_schema()),
-            compression=config.spill_compression,
-        )
-        _read_into(
-            s3, config, day, plan.new, order=order, spill=spill, tally=tally, lease=lease, say=say
-        )
-        spill.close()
-        new_rows = sum(spill.rows)
-        if base is not None and new_rows == 0:
-            return _Build(False, base.files, base.buckets, base.events, 0, spill.bytes_written)
-        files, events, old_read = _merge(
-            s3, config, base, buckets=buckets, spill=spill, folder=folder, tally=tally, lease=lease
-        )
-    events_after = events + (old_events - old_read if base is not None else 0)
-    say(f"{day}: merged {new_rows} new rows into {len(files)} bucket file(s)")
-    return _Build(
-        True, files, buckets, events_after, events_after - old_events, spill.bytes_written
-    )
-
-
-def _read_into(
-    s3: Any,
-    config: PartitionJobConfig,
-    day: date,
-    new: Sequence[SourceObject],
-    *,
-    order: dict[str, int],
-    spill: BucketSpill,
-    tally: _Tally,
-    lease: _Lease,
-    say: Progress,
-) -> None:
-    layout = config.layout
-
-    def fetch(obj: SourceObject) -> tuple[Any, int, tuple[PoisonLine, ...], dict[date, Any]]:
-        # In a reader thread: everything per object that needs no shared state.
-        body = s3.get_object(Bucket=config.bucket, Key=obj.key)["Body"].read()
-        parsed = parse_object(body, obj.key)
-        del body
-        on_day, others = split_by_day(parsed.table, day)
-        rows = with_origin(on_day, NEW_RANK, SOURCES.index(obj.source), order[obj.key])
-        return spill.partition(rows), parsed.lines, parsed.poison, others
-
-    last_report = time.monotonic()
-    for done, (obj, (rows, lines, poison, others)) in enumerate(
-        fetch_all(list(new), fetch, config.read_concurrency), start=1
-    ):
-        tally.lines += lines
-        if poison:
-            tally.quarantined += len(poison)
-            room = REPORTED_POISON_LINES - len(tally.examples)
-            tally.examples.extend(poison[: max(0, room)])
-            quarantine.write(s3, config.bucket, layout, obj.key, poison)
-        for other_day, table in others.items():
-            tally.other_days += table.num_rows
-            if not in_window(obj.hour, other_day, config.lateness_hours, config.early_hours):
-                tally.orphaned[other_day.isoformat()] += table.num_rows
-                _refile(s3, config, table)
-        spill.add_parts(rows)
-        lease.checkpoint()
-        if time.monotonic() - last_report >= PROGRESS_INTERVAL_S or done == len(new):
-            last_report = time.monotonic()
-            say(f"{day}: read {done}/{len(new)} objects, {tally.lines} lines")
-
-
-def _refile(s3: Any, config: PartitionJobConfig, table: Any) -> None:
-    """Events found outside their own day's window go where the recorder would have put them
-    (fallback/, under their own hour), so their day's next run picks them up."""
-    import json
-
-    layout = config.layout
-    for row in table.select(list(FIELDS)).to_pylist():
-        record = {**row, "cost_usd": format_usd(row["cost_usd"])}
-        key = layout.fallback_key(row["event_id"], parse_timestamp(row["timestamp"]))
-        body = (json.dumps(record, separators=(",", ":")) + "\n").encode()
-        s3.put_object(Bucket=config.bucket, Key=key, Body=body, ContentType="application/json")
-
-
-MERGE_WORKERS = 2  # buckets merged at once: sorting and Parquet encoding release the GIL
-
-
-def _merge(
-    s3: Any,
-    config: PartitionJobConfig,
-    base: Generation | None,
-    *,
-    buckets: int,
-    spill: BucketSpill,
-    folder: str,
-    tally: _Tally,
-    lease: _Lease,
-) -> tuple[tuple[str, ...], int, int]:
-    """Each bucket: committed rows + spilled rows -> one copy per event -> one Parquet file.
-
-    Buckets double, never merge, so an old bucket feeds whole new ones: bucket b of the old
-    generation splits into new buckets b, b + old, b + 2 * old, ... Two groups are merged at
-    a time; each holds one old bucket and its new buckets' rows, so memory stays bounded.
-    """
-    layout = config.layout
-    old_buckets = base.buckets if base is not None else 0
-    old_files: dict[int, str] = {}
-    if base is not None:
-        for key in base.files:
-            number = layout.bucket_of_file(key)
-            if number is not None:
-                old_files[number] = key
-    files: list[str] = []
-    events = old_read = 0
-    with (
-        tempfile.TemporaryDirectory(prefix="parquet-", dir=config.spill_dir) as scratch,
-        ThreadPoolExecutor(MERGE_WORKERS) as pool,
-    ):
-
-        def group(number: int) -> _Merged:
-            children = list(range(number, buckets, old_buckets)) if old_buckets else [number]
-            return _merge_group(
-                s3,
-                config,
-                number,
-                children=children,
-                old_file=old_files.get(number),
-                spill=spill,
-                folder=folder,
-                scratch=scratch,
-            )
-
-        for merged in pool.map(group, range(old_buckets or buckets)):
-            files.extend(merged.files)
-            events += merged.events
-            old_read += merged.old_read
-            tally.duplicates += merged.duplicates
-            lease.checkpoint()
-    return tuple(sorted(files)), events, old_read
-
-
-@dataclass(frozen=True)
-class _Merged:
-    files: tuple[str, ...]
-    events: int
-    old_read: int
-    duplicates: int
-
-
-def _merge_group(
-    s3: Any,
-    config: PartitionJobConfig,
-    number: int,
-    *,
-    children: list[int],
-    old_file: str | None,
-    spill: BucketSpill,
-    folder: str,
-    scratch: str,
-) -> _Merged:
-    import numpy as np
-    import pyarrow as pa
-
-    layout = config.layout
-    old_parts: dict[int, Any] = {}
-    old_read = 0
-    if old_file is not None:
-        if len(children) == 1 and spill.rows[number] == 0:
-            key = layout.curated_file_key(folder, number)
-            s3.copy_object(
-                Bucket=config.bucket, Key=key, CopySource={"Bucket": config.bucket, "Key": old_file}
-            )
-            return _Merged((key,), 0, 0, 0)
-        old = _committed_rows(s3, config.bucket, old_file)
-        old_read = old.num_rows
-        if len(children) == 1:
-            old_parts[number] = old
-        else:
-            which = id_hashes(old.column("event_id")) % np.uint64(spill.buckets)
-            for child in children:
-                old_parts[child] = old.filter(pa.array(which == np.uint64(child)))
-        del old
-    files: list[str] = []
-    events = duplicates = 0
-    for child in children:
-        old_part = old_parts.pop(child, None)
-        parts = [spill.read(child)] if old_part is None else [old_part, spill.read(child)]
-        table = concat(parts, spill.schema)
-        del parts, old_part
-        spill.discard(child)
-        if table.num_rows == 0:
-            continue
-        rows, dropped = partition_rows(table)
-        del table
-        duplicates += dropped
-        events += rows.num_rows
-        path = os.path.join(scratch, f"part-{child:04d}.parquet")
-        curated.write_parquet(rows, path)
-        del rows
-        key = layout.curated_file_key(folder, child)
-        curated.upload(s3, config.bucket, key, path)
-        os.remove(path)
-        files.append(key)
-    return _Merged(tuple(files), events, old_read, duplicates)
-
-
-def _committed_rows(s3: Any, bucket: str, key: str) -> Any:
-    """A committed bucket file's rows, with the columns the copy rule reads."""
-    import pyarrow as pa
-
-    rows = curated.read_curated(s3, bucket, key)
-    rows = rows.append_column("_ts", curated.instants(rows.column("timestamp")))
-    rows = rows.append_column("_line", pa.repeat(pa.scalar(0, pa.int32()), rows.num_rows))
-    return with_origin(rows, CURATED_RANK, 0, 0)
 
 
 # --------------------------------------------------------------------------- garbage
