@@ -21,6 +21,8 @@ import time
 from collections import Counter
 from typing import Any
 
+from chalicelib.conversation import Conversation
+
 REGION = "us-east-1"
 BOTO3 = ("s3", "sns")  # the fallback and alerts: boto3 clients
 LEAN = ("dynamodb", "firehose")  # the request path's lean clients (chalicelib.aws_json)
@@ -42,7 +44,7 @@ def provision(endpoint: str) -> dict[str, str]:
 class FastModel:
     """Answers at once with fixed usage."""
 
-    def converse(self, model_id: str, prompt: str, max_tokens: int) -> Any:  # noqa: ARG002
+    def converse(self, model_id: str, conversation: Conversation, max_tokens: int) -> Any:  # noqa: ARG002
         from chalicelib.bedrock import ModelReply
         from chalicelib.usage import TokenUsage
 

@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from chalicelib.conversation import Conversation
+
 REGION = "us-east-1"
 HOST = "127.0.0.1"
 PROMPT = "Please explain about AWS Lambda."
@@ -163,7 +165,7 @@ def aws_behind_proxies(delay_s: float) -> Iterator[tuple[str, str, str]]:
 class FastModel:
     """Answers at once with fixed usage."""
 
-    def converse(self, model_id: str, prompt: str, max_tokens: int, **_: Any) -> Any:  # noqa: ARG002
+    def converse(self, model_id: str, conversation: Conversation, max_tokens: int, **_: Any) -> Any:  # noqa: ARG002
         from chalicelib.bedrock import ModelReply
         from chalicelib.usage import TokenUsage
 

@@ -8,6 +8,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.aws_errors import error_code
+from chalicelib.conversation import Conversation
 from chalicelib.errors import ModelThrottledError, ModelUnavailableError
 from chalicelib.usage import TokenUsage
 
@@ -27,8 +28,24 @@ class ModelReply:
     stop_reason: str
 
 
+def converse_request(model_id: str, conversation: Conversation, max_tokens: int) -> dict[str, Any]:
+    """Converse's parameters: each message one text block, the system text a block of its
+    own (Converse's `system`, not a first message, so the model treats it as instructions)."""
+    request: dict[str, Any] = {
+        "modelId": model_id,
+        "messages": [
+            {"role": message.role, "content": [{"text": message.text}]}
+            for message in conversation.messages
+        ],
+        "inferenceConfig": {"maxTokens": max_tokens},
+    }
+    if conversation.system is not None:
+        request["system"] = [{"text": conversation.system}]
+    return request
+
+
 class BedrockModel:
-    """Calls Bedrock Converse for a single-turn prompt."""
+    """Calls Bedrock Converse with a conversation."""
 
     def __init__(self, client: Any = None) -> None:
         if client is None:
@@ -37,14 +54,12 @@ class BedrockModel:
             client = boto3.client("bedrock-runtime")
         self._client = client
 
-    def converse(self, model_id: str, prompt: str, max_tokens: int) -> ModelReply:
-        """Send one user message; raise ModelThrottledError or ModelUnavailableError on failure."""
+    def converse(self, model_id: str, conversation: Conversation, max_tokens: int) -> ModelReply:
+        """Send the conversation to `model_id`; raise ModelThrottledError or
+        ModelUnavailableError on failure."""
+        request = converse_request(model_id, conversation, max_tokens)
         try:
-            response = self._client.converse(
-                modelId=model_id,
-                messages=[{"role": "user", "content": [{"text": prompt}]}],
-                inferenceConfig={"maxTokens": max_tokens},
-            )
+            response = self._client.converse(**request)
         except (ClientError, BotoCoreError) as exc:
             code = error_code(exc)
             if code in THROTTLING_CODES:

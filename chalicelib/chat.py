@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -28,11 +29,13 @@ from typing import Any, NoReturn, Protocol, TypeVar
 
 from chalicelib.bedrock import ModelReply
 from chalicelib.bodies import parse_json_body
+from chalicelib.conversation import ROLES, Conversation, Message
 from chalicelib.deadlines import (
     API_GATEWAY_TIMEOUT_S,
     MIN_MODEL_WINDOW_S,
     MODEL_RETRY_MIN_WINDOW_S,
     Deadline,
+    MaxTokensPolicy,
 )
 from chalicelib.errors import (
     BudgetStoreUnavailableError,
@@ -42,7 +45,10 @@ from chalicelib.errors import (
     IdempotencyKeyReusedError,
     IdempotencyStoreUnavailableError,
     InvalidRequestError,
+    MeteringError,
     ModelError,
+    ModelNotAllowedError,
+    ModelNotPricedError,
     RateLimitedError,
 )
 from chalicelib.idempotency import (
@@ -56,7 +62,7 @@ from chalicelib.idempotency import (
     new_record,
 )
 from chalicelib.identity import Caller
-from chalicelib.pricing import Cost, PriceTable
+from chalicelib.pricing import Cost, PriceTable, UnknownModelError
 from chalicelib.usage import NO_TOKENS, Status, TokenUsage, UsageEvent, new_event_id
 
 logger = logging.getLogger(__name__)
@@ -82,23 +88,33 @@ ABORTED_MESSAGE = (
     "The model did not answer in time, so the request was stopped and not billed. "
     "Retry, with a smaller max_tokens if it keeps happening."
 )
+# Without a stage's max_tokens policy (tests, scripts), only each model's own cap applies.
+MODEL_CAPS_ONLY = MaxTokensPolicy(default=2**31, limit=2**31, deadline_s=API_GATEWAY_TIMEOUT_S)
 
 
 @dataclass(frozen=True)
 class ChatLimits:
-    """Bounds on what a caller may ask for."""
+    """Bounds on what a caller may send: the stage's (each model caps max_tokens further)."""
 
-    max_prompt_chars: int
-    default_max_tokens: int
-    max_tokens_limit: int
+    max_prompt_chars: int  # characters across the prompt or messages and the system text
+    max_tokens_limit: int  # the stage's bound (MAX_TOKENS_LIMIT)
+    max_messages: int = 100
 
 
 @dataclass(frozen=True)
 class ChatRequest:
     """A validated chat request."""
 
-    prompt: str
-    max_tokens: int
+    conversation: Conversation
+    max_tokens: int | None = None  # None: the chosen model's default
+    model_id: str | None = None  # as the caller named it; None: the stage's model
+
+    @classmethod
+    def from_prompt(
+        cls, prompt: str, max_tokens: int | None = None, *, model_id: str | None = None
+    ) -> ChatRequest:
+        """A one-prompt request."""
+        return cls(Conversation.from_prompt(prompt), max_tokens, model_id)
 
 
 @dataclass(frozen=True)
@@ -129,12 +145,15 @@ class _Call:
     caller: Caller
     request_id: str
     deadline: Deadline
+    model_id: str  # the model called (or refused): as the request named it, else the stage's
 
 
 class Model(Protocol):
     """The model port (chalicelib.bedrock.BedrockModel in production)."""
 
-    def converse(self, model_id: str, prompt: str, max_tokens: int) -> ModelReply: ...
+    def converse(
+        self, model_id: str, conversation: Conversation, max_tokens: int
+    ) -> ModelReply: ...
 
 
 class Recorder(Protocol):
@@ -163,7 +182,7 @@ class Budget(Protocol):
         *,
         tenant_id: str,
         model_id: str,
-        prompt: str,
+        conversation: Conversation,
         max_tokens: int,
         event_id: str,
         timestamp: datetime,
@@ -185,7 +204,7 @@ class CallMetrics(Protocol):
     def observe(self, event: UsageEvent) -> None: ...
 
 
-# Refusals from the budget: the model is not called, a `rejected` event records why.
+# Refusals: the model is not called, a `rejected` event records why.
 BUDGET_REFUSALS = (
     RateLimitedError,
     ForbiddenError,
@@ -195,32 +214,115 @@ BUDGET_REFUSALS = (
 
 
 def parse_chat_request(raw_body: bytes | str | None, limits: ChatLimits) -> ChatRequest:
-    """Validate the request body; raise InvalidRequestError naming the problem.
+    """Validate the request body; raise InvalidRequestError naming the field at fault.
 
-    Fields other than `prompt` and `max_tokens` (a `tenant_id`, say) are ignored.
+    The body holds exactly one of `prompt` (a string) or `messages` (a conversation), and
+    optionally `system`, `max_tokens` and `model`. Other fields (a `tenant_id`, say) are
+    ignored. Whether the model is priced and allowed, and its own max_tokens cap, are checked
+    by the chat service, which records a refusal.
     """
     body = parse_json_body(
-        raw_body, required="Request body is required: a JSON object with a 'prompt'."
+        raw_body,
+        required="Request body is required: a JSON object with a 'prompt' or 'messages'.",
     )
     if not isinstance(body, dict):
         raise InvalidRequestError("Request body must be a JSON object.")
-    if "prompt" not in body:
-        raise InvalidRequestError("'prompt' is required.")
-    prompt = body["prompt"]
-    if not isinstance(prompt, str):
-        raise InvalidRequestError("'prompt' must be a string.")
-    if not prompt.strip():
-        raise InvalidRequestError("'prompt' must not be empty.")
-    if len(prompt) > limits.max_prompt_chars:
+    if "prompt" in body and "messages" in body:
+        raise InvalidRequestError("Send either 'prompt' or 'messages', not both.")
+    system = _system(body)
+    messages: tuple[Message, ...]
+    if "prompt" in body:
+        messages = (Message("user", _text(body["prompt"], "'prompt'")),)
+    elif "messages" in body:
+        messages = _messages(body["messages"], limits.max_messages)
+    else:
+        raise InvalidRequestError("'prompt' or 'messages' is required.")
+    conversation = Conversation(messages, system)
+    if conversation.chars > limits.max_prompt_chars:
+        fields = "'prompt'" if "prompt" in body else "'messages'"
+        if system is not None:
+            fields += " and 'system'"
         raise InvalidRequestError(
-            f"'prompt' is too long: at most {limits.max_prompt_chars} characters."
+            f"{fields} too long: at most {limits.max_prompt_chars} characters in all."
         )
-    max_tokens = body.get("max_tokens", limits.default_max_tokens)
+    return ChatRequest(conversation, _max_tokens(body, limits), _model(body))
+
+
+# What a `model` may look like: Bedrock model ids, inference profile ids and ARNs use only
+# these characters. Anything else is malformed input (400, no usage event); a well-formed id
+# the price table does not know is refused by the chat service and recorded.
+_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,255}")
+_MESSAGE_FIELDS = frozenset({"role", "content"})
+
+
+def _text(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{name} must be a string.")
+    if not value.strip():
+        raise InvalidRequestError(f"{name} must not be empty.")
+    return value
+
+
+def _system(body: dict[str, Any]) -> str | None:
+    return _text(body["system"], "'system'") if "system" in body else None
+
+
+def _messages(value: object, max_messages: int) -> tuple[Message, ...]:
+    """A conversation as Converse takes it: user and assistant in turn, first and last the
+    user's (the model answers the last message)."""
+    if not isinstance(value, list) or not value:
+        raise InvalidRequestError(
+            '\'messages\' must be a non-empty list of {"role", "content"} objects.'
+        )
+    if len(value) > max_messages:
+        raise InvalidRequestError(f"'messages' has too many messages: at most {max_messages}.")
+    messages = []
+    for index, item in enumerate(value):
+        where = f"'messages[{index}]'"
+        if not isinstance(item, dict) or not item.keys() >= _MESSAGE_FIELDS:
+            raise InvalidRequestError(f"{where} must be an object with 'role' and 'content'.")
+        if item.keys() - _MESSAGE_FIELDS:
+            raise InvalidRequestError(
+                f"{where} has an unknown field; a message has only 'role' and 'content'."
+            )
+        role = item["role"]
+        if role not in ROLES:
+            raise InvalidRequestError(f"{where}.role must be 'user' or 'assistant'.")
+        expected = ROLES[index % 2]
+        if role != expected:
+            raise InvalidRequestError(
+                f"{where}.role must be '{expected}': messages alternate between 'user' and "
+                "'assistant', starting with 'user'."
+            )
+        messages.append(Message(role, _text(item["content"], f"{where}.content")))
+    if messages[-1].role != "user":
+        raise InvalidRequestError(
+            "'messages' must end with a 'user' message: the model answers the last message."
+        )
+    return tuple(messages)
+
+
+def _max_tokens(body: dict[str, Any], limits: ChatLimits) -> int | None:
+    if "max_tokens" not in body:
+        return None
+    max_tokens = body["max_tokens"]
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
         raise InvalidRequestError("'max_tokens' must be an integer.")
     if not 1 <= max_tokens <= limits.max_tokens_limit:
         raise InvalidRequestError(f"'max_tokens' must be between 1 and {limits.max_tokens_limit}.")
-    return ChatRequest(prompt=prompt, max_tokens=max_tokens)
+    return max_tokens
+
+
+def _model(body: dict[str, Any]) -> str | None:
+    if "model" not in body:
+        return None
+    model = body["model"]
+    if not isinstance(model, str) or not _MODEL_ID.fullmatch(model):
+        raise InvalidRequestError(
+            "'model' must be a Bedrock model id, inference profile id or ARN: up to 256 "
+            "letters, digits and '.', '_', ':', '/', '-'."
+        )
+    return model
 
 
 def answer_body(text: str) -> str:
@@ -239,6 +341,7 @@ class ChatService:
         prices: PriceTable,
         model_id: str,
         stage: str,
+        max_tokens: MaxTokensPolicy = MODEL_CAPS_ONLY,
         budget: Budget | None = None,
         metrics: CallMetrics | None = None,
         refusals: Refusals | None = None,
@@ -258,7 +361,10 @@ class ChatService:
         self._refusals = refusals
         self._keys = keys
         self._prices = prices
+        # The stage's model: called when a request names none. With budgets the plan says
+        # which other models a tenant may call; without, only this one.
         self._model_id = model_id
+        self._max_tokens = max_tokens
         self._stage = stage
         # The model call runs here when the client's own timeouts (`model_timeout_s`, the
         # longest one call can take) could let it run past the model deadline: the request
@@ -282,10 +388,12 @@ class ChatService:
         deadline: Deadline | None = None,
         key: KeyUse | None = None,
     ) -> ChatResult:
-        """Run the call and meter it; the answer, or a domain error for the edge to map.
+        """Run the call to the request's model (else the stage's) and meter it; the answer,
+        or a domain error for the edge to map.
 
-        A refusal is counted (its event, or its minute's aggregate) and re-raised: the model
-        is not called. A model failure is recorded (`error`), its reservation released. A
+        A refusal (a model that is not priced or that the caller may not use, over budget or
+        rate) is counted (its event, or its minute's aggregate) and re-raised: the model is
+        not called. A model failure is recorded (`error`), its reservation released. A
         call the model cannot finish before the deadline is recorded `aborted` and raises
         DeadlineExceededError (504). If the event cannot be made durable, UsageNotDurableError
         propagates and the counters are left as if the call never happened. Each of these
@@ -293,17 +401,64 @@ class ChatService:
         completed earlier call with the same key and body is answered again as it was.
         """
         deadline = deadline or Deadline.start(API_GATEWAY_TIMEOUT_S, clock=self._clock)
-        call = _Call(new_event_id(), self._now(), self._clock(), caller, request_id, deadline)
+        call = _Call(
+            new_event_id(),
+            self._now(),
+            self._clock(),
+            caller,
+            request_id,
+            deadline,
+            request.model_id or self._model_id,
+        )
         claim = self._claim(call, key)
         if isinstance(claim, Answer):
             return ChatResult(claim.status, claim.body, claim.request_id, replayed=True)
         try:
-            hold = self._reserve(call, request)
-            reply = self._converse(call, request, hold)
+            max_tokens = self._max_tokens_for(call, request)
+            hold = self._reserve(call, request.conversation, max_tokens)
+            reply = self._converse(call, request.conversation, max_tokens, hold)
         except BaseException:
             self._abandon(claim)  # refusals and errors are not answers to replay
             raise
         return self._finish(call, hold, reply, claim)
+
+    # -- the model and its max_tokens ----------------------------------------------------------
+
+    def _max_tokens_for(self, call: _Call, request: ChatRequest) -> int:
+        """The call's max_tokens, within its model's cap. A model the price table does not
+        know is refused here (400, recorded): it could be neither reserved for nor billed."""
+        try:
+            base_model = self._prices.base_model_of(call.model_id)
+        except UnknownModelError:
+            self._refuse(
+                call,
+                ModelNotPricedError(
+                    f"Unknown model {call.model_id!r}: there is no price for it in price table "
+                    f"{self._prices.version}, so its calls cannot be metered. Leave 'model' "
+                    f"out to use the default model, {self._model_id}."
+                ),
+            )
+        limit = self._max_tokens.limit_for(base_model)
+        if request.max_tokens is None:
+            return self._max_tokens.default_for(base_model)
+        if request.max_tokens > limit:
+            raise InvalidRequestError(
+                f"'max_tokens' must be between 1 and {limit} for the model {call.model_id}."
+            )
+        return request.max_tokens
+
+    def _refuse(self, call: _Call, error: MeteringError) -> NoReturn:
+        """Record the refusal (a `rejected` event, or its minute's aggregate) and raise it:
+        the model is not called."""
+        code = str(getattr(error, "error_code", type(error).__name__))
+        event = self._event(call, NO_TOKENS, "rejected", code)
+        if self._refusals is not None:
+            error.event_id = self._refusals.record(event, deadline=call.deadline.answer_by)
+            if error.event_id == event.event_id:  # recorded on its own, not in an aggregate
+                self._observe(event)
+        elif self._record_failure(event, call):
+            error.event_id = call.event_id
+        raise error
 
     # -- idempotency -------------------------------------------------------------------------
 
@@ -351,28 +506,28 @@ class ChatService:
 
     # -- budget ------------------------------------------------------------------------------
 
-    def _reserve(self, call: _Call, request: ChatRequest) -> Any:
-        if self._budget is None:
-            return None
+    def _reserve(self, call: _Call, conversation: Conversation, max_tokens: int) -> Any:
+        """The budget's hold on the call's worst case (None without budgets), or a refusal:
+        over budget or rate, or a model the caller may not use."""
         try:
+            if self._budget is None:
+                if call.model_id != self._model_id:
+                    raise ModelNotAllowedError(
+                        f"The model {call.model_id} is not available here: this service "
+                        f"offers only its default model, {self._model_id} (leave 'model' out "
+                        "to use it)."
+                    )
+                return None
             return self._budget.reserve(
                 tenant_id=call.caller.tenant_id,
-                model_id=self._model_id,
-                prompt=request.prompt,
-                max_tokens=request.max_tokens,
+                model_id=call.model_id,
+                conversation=conversation,
+                max_tokens=max_tokens,
                 event_id=call.event_id,
                 timestamp=call.timestamp,
             )
         except BUDGET_REFUSALS as exc:
-            code = str(getattr(exc, "error_code", type(exc).__name__))
-            event = self._event(call, NO_TOKENS, "rejected", code)
-            if self._refusals is not None:
-                exc.event_id = self._refusals.record(event, deadline=call.deadline.answer_by)
-                if exc.event_id == event.event_id:  # recorded on its own, not in an aggregate
-                    self._observe(event)
-            elif self._record_failure(event, call):
-                exc.event_id = call.event_id
-            raise
+            self._refuse(call, exc)
 
     def _release(self, hold: Any, *, aborted: bool = False) -> None:
         if self._budget is not None and hold is not None:
@@ -380,14 +535,16 @@ class ChatService:
 
     # -- the model, within the deadline --------------------------------------------------------
 
-    def _converse(self, call: _Call, request: ChatRequest, hold: Any) -> ModelReply:
+    def _converse(
+        self, call: _Call, conversation: Conversation, max_tokens: int, hold: Any
+    ) -> ModelReply:
         attempt = 0
         while True:
             window = call.deadline.seconds_until(call.deadline.model_by)
             if window < MIN_MODEL_WINDOW_S:
                 self._abort(call, hold)
             try:
-                return self._converse_once(call, request, window, hold)
+                return self._converse_once(call, conversation, max_tokens, window, hold)
             except ModelError as exc:
                 if exc.error_code in TIMED_OUT_CODES:
                     self._abort(call, hold)  # the model may still be generating: not an error
@@ -406,13 +563,18 @@ class ChatService:
                 raise
 
     def _converse_once(
-        self, call: _Call, request: ChatRequest, window: float, hold: Any
+        self,
+        call: _Call,
+        conversation: Conversation,
+        max_tokens: int,
+        window: float,
+        hold: Any,
     ) -> ModelReply:
         inline = self._model_timeout_s is not None and self._model_timeout_s <= window
         if self._model_executor is None or inline:
-            return self._model.converse(self._model_id, request.prompt, request.max_tokens)
+            return self._model.converse(call.model_id, conversation, max_tokens)
         future = self._model_executor.submit(
-            self._model.converse, self._model_id, request.prompt, request.max_tokens
+            self._model.converse, call.model_id, conversation, max_tokens
         )
         try:
             return future.result(timeout=window)
@@ -441,7 +603,7 @@ class ChatService:
             if future.cancelled() or future.exception() is not None:
                 return
             reply = future.result()
-            cost = self._prices.cost(self._model_id, reply.usage)
+            cost = self._prices.cost(call.model_id, reply.usage)
             logger.warning(
                 "model answered after the request's deadline (aborted, not billed)",
                 extra={
@@ -458,7 +620,7 @@ class ChatService:
     # -- after the model: durable event, settle and answer, concurrently -------------------
 
     def _finish(self, call: _Call, hold: Any, reply: ModelReply, claim: Any) -> ChatResult:
-        cost = self._prices.cost(self._model_id, reply.usage)
+        cost = self._prices.cost(call.model_id, reply.usage)
         event = self._event(call, reply.usage, "ok", None, cost)
         answer = Answer(200, answer_body(reply.text), call.event_id)
         settling = None
@@ -519,13 +681,15 @@ class ChatService:
         error_code: str | None,
         cost: Cost | None = None,
     ) -> UsageEvent:
-        cost = cost or self._prices.cost(self._model_id, tokens)
+        # Without a cost, the call used no tokens (refused, failed, aborted): nothing to price,
+        # and a refused model may have no price at all.
+        cost = cost or Cost(Decimal(0), self._prices.version)
         return UsageEvent(
             event_id=call.event_id,
             timestamp=call.timestamp,
             tenant_id=call.caller.tenant_id,
             user_id=call.caller.user_id,
-            model_id=self._model_id,
+            model_id=call.model_id,
             tokens=tokens,
             status=status,
             error_code=error_code,

@@ -164,3 +164,25 @@ def max_tokens_within(base_model_id: str, deadline_s: float) -> int:
     rate = PLANNING_OUTPUT_TOKENS_PER_S.get(base_model_id, DEFAULT_PLANNING_OUTPUT_TOKENS_PER_S)
     tokens = math.floor(model_window_s(deadline_s) * rate)
     return max(MAX_TOKENS_STEP, tokens // MAX_TOKENS_STEP * MAX_TOKENS_STEP)
+
+
+@dataclass(frozen=True)
+class MaxTokensPolicy:
+    """A stage's max_tokens default and limit, and each model's cap on top of them.
+
+    The stage's values (DEFAULT_MAX_TOKENS, MAX_TOKENS_LIMIT) bound every call; the model's
+    cap (`max_tokens_within`) keeps a generation of that length inside the request's deadline
+    at the model's planning speed, so a slow model gets a lower limit than a fast one.
+    """
+
+    default: int
+    limit: int
+    deadline_s: float
+
+    def limit_for(self, base_model_id: str) -> int:
+        """The largest max_tokens a call to this model may ask for."""
+        return min(self.limit, max_tokens_within(base_model_id, self.deadline_s))
+
+    def default_for(self, base_model_id: str) -> int:
+        """max_tokens for a call to this model that does not say."""
+        return min(self.default, self.limit_for(base_model_id))

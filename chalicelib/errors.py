@@ -74,9 +74,17 @@ class RateLimitedError(MeteringError):
 
 
 class ModelNotAllowedError(ForbiddenError):
-    """The tenant's plan does not allow the model (403)."""
+    """The model is not one the caller may use: not in the tenant's plan, or not offered by
+    the stage (403). The message names the models the caller may use."""
 
     error_code = "ModelNotAllowed"
+
+
+class ModelNotPricedError(InvalidRequestError):
+    """The request names a model the price table does not price: unknown to Bedrock, or a
+    real model this service cannot meter (400). Refused before the model is called."""
+
+    error_code = "ModelNotPriced"
 
 
 class RequestExceedsPlanError(InvalidRequestError):

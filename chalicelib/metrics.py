@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from decimal import Decimal
 from typing import Any, TextIO
 
@@ -37,15 +37,24 @@ METRIC_UNITS: Mapping[str, str] = {
     "Latency": "Milliseconds",
 }
 _ERROR_STATUSES = frozenset({"error", "aborted"})
+# The `model_id` dimension of a call refused for naming a model the stage does not offer
+# (unknown, unpriced, or priced under an id it does not call). CloudWatch bills every distinct
+# dimension combination as a custom metric, so a dimension's values must come from a bounded
+# set, the stage's models, not from whatever id a caller typed. That id stays on the line as
+# `requested_model_id`.
+OTHER_MODEL = "other"
 
 
-def emf_document(event: UsageEvent, *, namespace: str = NAMESPACE) -> dict[str, Any]:
+def emf_document(
+    event: UsageEvent, *, namespace: str = NAMESPACE, models: Collection[str] | None = None
+) -> dict[str, Any]:
     """One call as an Embedded Metric Format document (validated by Powertools).
 
     Every event counts as `request_count` requests; `Errors` counts model failures and
     aborted calls, `Rejected` the calls refused before the model (budget, rate, plan).
     `Latency` is left out for refusals: they never waited for a model, and would pull the
-    percentiles down.
+    percentiles down. `models`: the stage's models; a refused call naming another one gets
+    the dimension OTHER_MODEL (None: every model id is a dimension value).
     """
     # Fresh sets each time: Powertools' `Metrics` class shares one metric set per process,
     # which concurrent requests would mix; the provider with its own sets does not.
@@ -67,7 +76,8 @@ def emf_document(event: UsageEvent, *, namespace: str = NAMESPACE) -> dict[str, 
         values["Latency"] = event.latency_ms
     for name, value in values.items():
         provider.add_metric(name=name, unit=METRIC_UNITS[name], value=value)
-    dimensions = (event.stage, event.tenant_id, event.model_id)
+    other_model = models is not None and event.model_id not in models
+    dimensions = (event.stage, event.tenant_id, OTHER_MODEL if other_model else event.model_id)
     for dimension, dimension_value in zip(DIMENSIONS, dimensions, strict=True):
         provider.add_dimension(name=dimension, value=dimension_value)
     provider.add_metadata("kind", KIND)
@@ -76,6 +86,8 @@ def emf_document(event: UsageEvent, *, namespace: str = NAMESPACE) -> dict[str, 
     provider.add_metadata("error_code", event.error_code)
     provider.add_metadata("cost_usd", event.cost_usd)
     provider.add_metadata("request_id", event.request_id)
+    if other_model:
+        provider.add_metadata("requested_model_id", event.model_id)
     provider.set_timestamp(event.timestamp)
     document = dict(provider.serialize_metric_set())
     # Powertools writes each value as a list ([37.0]); EMF also takes a plain number, which
@@ -88,18 +100,27 @@ def emf_document(event: UsageEvent, *, namespace: str = NAMESPACE) -> dict[str, 
 class EmfCallMetrics:
     """Writes each call's EMF line to stdout, where Lambda sends it to CloudWatch Logs and
     CloudWatch turns it into metrics: no AWS call on the request path. Locally the line lands
-    in `chalice local`'s output (.local/logs/api.log)."""
+    in `chalice local`'s output (.local/logs/api.log). `models`: the stage's models, the
+    only `model_id` dimension values (see OTHER_MODEL)."""
 
-    def __init__(self, *, namespace: str = NAMESPACE, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        namespace: str = NAMESPACE,
+        stream: TextIO | None = None,
+        models: Collection[str] | None = None,
+    ) -> None:
         self._namespace = namespace
         self._stream = stream
+        self._models = frozenset(models) if models is not None else None
         self._lock = threading.Lock()
 
     def observe(self, event: UsageEvent) -> None:
         """Emit the call's line. Never raises: the call is already billed and recorded, and a
         missing metric must not turn it into an error."""
         try:
-            line = json.dumps(emf_document(event, namespace=self._namespace), separators=(",", ":"))
+            document = emf_document(event, namespace=self._namespace, models=self._models)
+            line = json.dumps(document, separators=(",", ":"))
             stream = self._stream or sys.stdout
             with self._lock:  # one whole line at a time, whatever the threads
                 stream.write(line + "\n")

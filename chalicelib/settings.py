@@ -16,7 +16,11 @@ AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
 AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"  # the local stack's AWS endpoint; unset on AWS
 AWS_ENDPOINT_URL_BEDROCK_RUNTIME = "AWS_ENDPOINT_URL_BEDROCK_RUNTIME"  # the local Bedrock stand-in
 MODEL_ID = "MODEL_ID"
-MAX_PROMPT_CHARS = "MAX_PROMPT_CHARS"
+# Models tenants may choose besides MODEL_ID (comma-separated ids, as they are called); a
+# tenant's plan picks among them. Also what the API's IAM role may invoke.
+ALLOWED_MODELS = "ALLOWED_MODELS"
+MAX_PROMPT_CHARS = "MAX_PROMPT_CHARS"  # characters of input text: prompt or messages, and system
+MAX_MESSAGES = "MAX_MESSAGES"
 DEFAULT_MAX_TOKENS = "DEFAULT_MAX_TOKENS"
 MAX_TOKENS_LIMIT = "MAX_TOKENS_LIMIT"
 BEDROCK_READ_TIMEOUT_S = "BEDROCK_READ_TIMEOUT_S"
@@ -122,6 +126,8 @@ class Settings:
     default_requests_per_minute: int
     reservation_ttl_s: int
     admin_group: str
+    allowed_models: tuple[str, ...] = ()
+    max_messages: int = 100
     partition_lateness_hours: int = 2
     partition_sweep_days: int = 7
     request_deadline_s: int = 29
@@ -145,6 +151,18 @@ class Settings:
         return cached
 
     @property
+    def stage_models(self) -> tuple[str, ...]:
+        """The model ids the API may call, as they are called: MODEL_ID first, then, with
+        budgets on, ALLOWED_MODELS (each tenant's plan allows some of them).
+
+        With budgets off there is no plan to say who may use which model and no budget to
+        cap what a dearer one costs, so only MODEL_ID is offered.
+        """
+        if not self.budgets_enabled:
+            return (self.model_id,)
+        return (self.model_id, *(m for m in self.allowed_models if m != self.model_id))
+
+    @property
     def token_issuer(self) -> str:
         """The `iss` claim Cognito puts in this pool's tokens (also on the local stack)."""
         return f"https://cognito-idp.{self.region}.amazonaws.com/{self.user_pool_id}"
@@ -163,7 +181,9 @@ class Settings:
             stage=env.get(STAGE, "dev"),
             region=region,
             model_id=env.get(MODEL_ID, DEFAULT_MODEL_ID),
+            allowed_models=parse_model_list(env.get(ALLOWED_MODELS, "")),
             max_prompt_chars=_int(env, MAX_PROMPT_CHARS, 20_000),
+            max_messages=_int(env, MAX_MESSAGES, 100),
             default_max_tokens=_int(env, DEFAULT_MAX_TOKENS, 512),
             max_tokens_limit=_int(env, MAX_TOKENS_LIMIT, 4096),
             bedrock_read_timeout_s=_int(env, BEDROCK_READ_TIMEOUT_S, 22),
@@ -221,6 +241,8 @@ class Settings:
             )
         if self.max_prompt_chars < 1:
             raise ConfigurationError(f"{MAX_PROMPT_CHARS} must be positive")
+        if self.max_messages < 1:
+            raise ConfigurationError(f"{MAX_MESSAGES} must be positive")
         if self.firehose_max_attempts < 1:
             raise ConfigurationError(f"{FIREHOSE_MAX_ATTEMPTS} must be at least 1")
         if not 0 <= self.partition_lateness_hours <= 48:
@@ -255,6 +277,16 @@ class Settings:
             raise ConfigurationError(
                 f"{REQUEST_PATH_AWS_CLIENT} must be '{LEAN_CLIENTS}' or '{BOTOCORE_CLIENTS}'"
             )
+
+
+def parse_model_list(text: str) -> tuple[str, ...]:
+    """Model ids from a comma-separated list (blanks and repeats dropped, order kept)."""
+    models: list[str] = []
+    for item in text.split(","):
+        model_id = item.strip()
+        if model_id and model_id not in models:
+            models.append(model_id)
+    return tuple(models)
 
 
 def env_from_outputs(outputs: Mapping[str, str]) -> dict[str, str]:

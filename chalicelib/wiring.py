@@ -27,7 +27,7 @@ from chalicelib.deadlines import (
     FIREHOSE_TIMEOUTS,
     S3_FALLBACK_TIMEOUTS,
     TIMEOUTS,
-    max_tokens_within,
+    MaxTokensPolicy,
 )
 from chalicelib.errors import BudgetStoreUnavailableError, ConfigurationError
 from chalicelib.firehose import FirehoseWriter
@@ -224,18 +224,22 @@ def _executor(name: str, workers: int) -> Executor:
 
 
 def price_table(settings: Settings) -> PriceTable:
-    """The current price table; the stage's model must be priced (checked now, not at billing).
+    """The current price table; every model the stage may call must be priced (checked now,
+    not at billing).
 
-    An application inference profile as the model is resolved to its base model here, from
-    MODEL_ALIASES or Bedrock's GetInferenceProfile.
+    An application inference profile among them is resolved to its base model here, from
+    MODEL_ALIASES or Bedrock's GetInferenceProfile: configuration time, once per process. A
+    profile a request names resolves through these aliases only, never with a lookup.
     """
 
     def build() -> PriceTable:
+        models = settings.stage_models
         aliases = resolve_aliases(
-            [settings.model_id], dict(settings.model_aliases), lambda: profile_lookup(settings)
+            models, dict(settings.model_aliases), lambda: profile_lookup(settings)
         )
         table = load_price_table().with_aliases(aliases)
-        table.price_of(settings.model_id)
+        for model_id in models:
+            table.price_of(model_id)
         return table
 
     return _container.get("prices", settings, build)
@@ -303,7 +307,9 @@ def verifier(settings: Settings) -> IdTokenVerifier:
 
 def call_metrics(settings: Settings) -> EmfCallMetrics:
     """One Embedded Metric Format line per model call, on stdout (CloudWatch Logs on Lambda)."""
-    return _container.get("call_metrics", settings, EmfCallMetrics)
+    return _container.get(
+        "call_metrics", settings, lambda: EmfCallMetrics(models=settings.stage_models)
+    )
 
 
 def chat_service(settings: Settings) -> ChatService:
@@ -331,6 +337,7 @@ def chat_service(settings: Settings) -> ChatService:
             prices=prices,
             model_id=settings.model_id,
             stage=settings.stage,
+            max_tokens=max_tokens_policy(settings),
             budget=budget,
             metrics=metrics,
             refusals=refusals,
@@ -355,22 +362,26 @@ def chat_service(settings: Settings) -> ChatService:
 
 
 def chat_limits(settings: Settings) -> ChatLimits:
-    """The stage's limits on a chat request; max_tokens is capped further per model, so that
-    a normal call fits the request's deadline (chalicelib.deadlines.max_tokens_within)."""
-
-    def build() -> ChatLimits:
-        base_model = price_table(settings).base_model_of(settings.model_id)
-        cap = min(
-            settings.max_tokens_limit,
-            max_tokens_within(base_model, settings.request_deadline_s),
-        )
-        return ChatLimits(
+    """The stage's limits on a chat request body (the chat service caps max_tokens further
+    for the model called: max_tokens_policy)."""
+    return _container.cached(
+        ("chat_limits", settings),
+        lambda: ChatLimits(
             max_prompt_chars=settings.max_prompt_chars,
-            default_max_tokens=min(settings.default_max_tokens, cap),
-            max_tokens_limit=cap,
-        )
+            max_tokens_limit=settings.max_tokens_limit,
+            max_messages=settings.max_messages,
+        ),
+    )
 
-    return _container.cached(("chat_limits", settings), build)
+
+def max_tokens_policy(settings: Settings) -> MaxTokensPolicy:
+    """The stage's max_tokens default and limit, capped per model so that a normal call fits
+    the request's deadline (chalicelib.deadlines.max_tokens_within)."""
+    return MaxTokensPolicy(
+        default=settings.default_max_tokens,
+        limit=settings.max_tokens_limit,
+        deadline_s=settings.request_deadline_s,
+    )
 
 
 def request_limiter(settings: Settings) -> RequestLimiter | None:
@@ -539,6 +550,7 @@ def budget_service(settings: Settings) -> BudgetService:
                 settings.default_requests_per_minute,
                 settings.model_id,
             ),
+            offered_models=settings.stage_models,
             alerts=alerts,
             reservation_ttl_s=settings.reservation_ttl_s,
             default_max_tokens=settings.default_max_tokens,

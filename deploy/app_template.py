@@ -9,7 +9,7 @@ alarms. Stack values are `Fn::ImportValue`s of the data and infra stacks' export
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from chalice.package import TemplateDeepMerger
@@ -51,7 +51,7 @@ def render(
     deployment: Deployment,
     layer: Layer,
     *,
-    model_id: str,
+    model_ids: Sequence[str],
     model_aliases: Mapping[str, str],
 ) -> cfn.Template:
     """The app stack's template."""
@@ -86,7 +86,7 @@ def render(
             # Chalice's config has no setting for /tmp's size.
             properties["EphemeralStorage"] = {"Size": spec.ephemeral_storage_mb}
         resources[logical_id] = {"DependsOn": [log_group], "Properties": properties}
-        document = iam.policy(iam.grants(spec, model_id, model_aliases), function_name)
+        document = iam.policy(iam.grants(spec, model_ids, model_aliases), function_name)
         resources[role] = {
             "Properties": {
                 "Policies": [

@@ -61,11 +61,11 @@ def write(deployment: Deployment, outputs: dict[str, str], layer: Layer, build: 
             shutil.copy2(source, target)
 
     functions: dict[str, Any] = {}
-    model_id = environment.get("MODEL_ID", "")
+    models = iam.stage_models(environment)
     aliases = json.loads(environment.get("MODEL_ALIASES") or "{}")
     for name, spec in FUNCTIONS.items():
         function_name = deployment.function_name(name)
-        document = iam.policy(iam.grants(spec, model_id, aliases), function_name)
+        document = iam.policy(iam.grants(spec, models, aliases), function_name)
         # Without the app stack nothing creates the log group: Lambda does, on first run.
         document["Statement"][0]["Action"].insert(0, "logs:CreateLogGroup")
         policy_file = f"policy-{name}.json"

@@ -315,13 +315,13 @@ GRANTS: Final[Mapping[Kind, tuple[Grant, ...]]] = {
 
 
 def model_resources(model_id: str, aliases: Mapping[str, str]) -> tuple[str, ...]:
-    """What bedrock:InvokeModel must allow for the stage's model (and nothing more)."""
+    """What bedrock:InvokeModel must allow to call one model id (and nothing more)."""
     from chalicelib.pricing import base_model_id, is_application_profile
 
     if is_application_profile(model_id):
         if model_id not in aliases:
             raise DeployError(
-                f"MODEL_ID {model_id} is an application inference profile: map it to its "
+                f"model {model_id} is an application inference profile: map it to its "
                 "model in MODEL_ALIASES, so no function needs bedrock:GetInferenceProfile."
             )
         base = base_model_id(aliases[model_id])
@@ -340,18 +340,49 @@ def model_resources(model_id: str, aliases: Mapping[str, str]) -> tuple[str, ...
     return (f"arn:${{AWS::Partition}}:bedrock:${{AWS::Region}}::foundation-model/{model_id}",)
 
 
-def grants(spec: FunctionSpec, model_id: str, aliases: Mapping[str, str]) -> tuple[Grant, ...]:
-    """Everything `spec`'s function may do; only the API may call the model."""
+def stage_models(environment: Mapping[str, str]) -> tuple[str, ...]:
+    """The models a stage's API may call, read from its environment as the app reads it
+    (chalicelib.settings.Settings.stage_models: MODEL_ID, and ALLOWED_MODELS with budgets
+    on). DeployError if one has no price: the app would answer every chat with 500."""
+    from chalicelib.pricing import UnknownModelError, load_price_table
+    from chalicelib.settings import Settings
+
+    settings = Settings.from_env({**environment, "AWS_REGION": "us-east-1"})
+    aliases = dict(settings.model_aliases)
+    prices = load_price_table().with_aliases(aliases)
+    for model_id in settings.stage_models:
+        model_resources(model_id, aliases)  # an application profile must be in MODEL_ALIASES
+        try:
+            prices.price_of(model_id)
+        except UnknownModelError:
+            raise DeployError(
+                f"model {model_id} has no price in price table {prices.version}: add it to "
+                "chalicelib/data/prices/ or take it out of MODEL_ID / ALLOWED_MODELS."
+            ) from None
+    return settings.stage_models
+
+
+def invoke_models(model_ids: Iterable[str], aliases: Mapping[str, str]) -> Grant:
+    """bedrock:InvokeModel on exactly the resources the stage's models are called through."""
+    resources: list[str] = []
+    for model_id in model_ids:
+        resources += [r for r in model_resources(model_id, aliases) if r not in resources]
+    return Grant(
+        "InvokeStageModels",
+        ("bedrock:InvokeModel",),
+        tuple(resources),
+        "chalicelib/bedrock.py: Converse with the stage's models only: MODEL_ID, and with "
+        "budgets on the ALLOWED_MODELS a tenant's plan may allow.",
+    )
+
+
+def grants(
+    spec: FunctionSpec, model_ids: Iterable[str], aliases: Mapping[str, str]
+) -> tuple[Grant, ...]:
+    """Everything `spec`'s function may do; only the API may call models."""
     extra: tuple[Grant, ...] = ()
     if spec.kind == "api":
-        extra = (
-            Grant(
-                "InvokeStageModel",
-                ("bedrock:InvokeModel",),
-                model_resources(model_id, aliases),
-                "chalicelib/bedrock.py: Converse with the stage's model (MODEL_ID) only.",
-            ),
-        )
+        extra = (invoke_models(model_ids, aliases),)
     return (LOGS, *extra, *GRANTS[spec.kind])
 
 

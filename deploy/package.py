@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from deploy import app_template, cfn, chalice_package, functions, stacks
+from deploy import app_template, cfn, chalice_package, functions, iam, stacks
 from deploy.errors import DeployError
 from deploy.layers import Layer
 from deploy.naming import Deployment
@@ -84,7 +84,7 @@ def build(
     config = json.loads(functions.CHALICE_CONFIG.read_text(encoding="utf-8"))
     sizing = functions.sizing(config)
     environment = chalice_package.stage_environment(deployment.stage, config)
-    model_id = environment.get("MODEL_ID", "")
+    models = iam.stage_models(environment)
     aliases = json.loads(environment.get("MODEL_ALIASES") or "{}")
     infra = stacks.split(deployment)
 
@@ -98,7 +98,7 @@ def build(
         say=say,
     )
     app = app_template.render(
-        chalice.template, deployment, layer, model_id=model_id, model_aliases=aliases
+        chalice.template, deployment, layer, model_ids=models, model_aliases=aliases
     )
 
     out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +134,8 @@ def build(
             "awswrangler": layer.awswrangler,
             "source": layer.source,
         },
-        "model_id": model_id,
+        "model_id": models[0],
+        "models": list(models),
         "exports": infra.exports,
         "functions": {
             name: {

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from meterctl import accounts, analytics_cmds, api, plan_cmds
 from meterctl.target import CliError, Target
@@ -31,10 +34,39 @@ def cmd_login(args: argparse.Namespace, target: Target) -> int:
     return 0
 
 
+def chat_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The POST /bedrock/chat body: a prompt or a conversation (--messages), and the options
+    given. The API checks it; this only reads the conversation file."""
+    if (args.prompt is None) == (args.messages is None):
+        raise CliError("Give a prompt or --messages FILE.json, not both.")
+    body: dict[str, Any] = {}
+    if args.messages is not None:
+        body["messages"] = _conversation(args.messages)
+    else:
+        body["prompt"] = args.prompt
+    for field, value in (
+        ("system", args.system),
+        ("model", args.model),
+        ("max_tokens", args.max_tokens),
+    ):
+        if value is not None:
+            body[field] = value
+    return body
+
+
+def _conversation(path: str) -> Any:
+    """The messages in a JSON file ('-': standard input): a list of {"role", "content"}."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        return json.loads(text)
+    except OSError as exc:
+        raise CliError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    except ValueError as exc:
+        raise CliError(f"{path} is not JSON: {exc}.") from None
+
+
 def cmd_chat(args: argparse.Namespace, target: Target) -> int:
-    body: dict[str, object] = {"prompt": args.prompt}
-    if args.max_tokens is not None:
-        body["max_tokens"] = args.max_tokens
+    body = chat_body(args)
     response = api.call(
         target, "POST", "/bedrock/chat", accounts.token_for(args, target), body=body
     )
@@ -72,8 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument("--password", required=True)
     login.set_defaults(handler=cmd_login)
 
-    chat = commands.add_parser("chat", help="send a prompt as a tenant user")
-    chat.add_argument("prompt")
+    chat = commands.add_parser("chat", help="send a prompt or a conversation as a tenant user")
+    chat.add_argument("prompt", nargs="?", help="the prompt (or give --messages)")
+    chat.add_argument(
+        "--messages",
+        metavar="FILE.json",
+        help='a conversation instead of a prompt: a JSON list of {"role": "user"|"assistant", '
+        '"content": "..."}, alternating, first and last "user" (- reads standard input)',
+    )
+    chat.add_argument("--system", metavar="TEXT", help="instructions for the model (system text)")
+    chat.add_argument(
+        "--model",
+        metavar="ID",
+        help="a model id, inference profile id or ARN your plan allows (default: the stage's)",
+    )
     chat.add_argument("--max-tokens", type=int)
     accounts.add_credential_arguments(chat)
     chat.set_defaults(handler=cmd_chat)

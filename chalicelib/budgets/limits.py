@@ -12,12 +12,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
+from chalicelib.conversation import Conversation
 from chalicelib.pricing import TOKENS_PER_PRICE_UNIT, ModelPrice
 from chalicelib.usage import NO_TOKENS, TokenUsage
 
 # Tokens a chat template may add around the prompt (role markers, a default system prompt).
 # SmolLM2's template adds about 30; Claude's Messages framing adds fewer.
 PROMPT_OVERHEAD_TOKENS = 64
+# Tokens the template adds for each further message of a conversation: its role markers and
+# separators (5 for SmolLM2's ChatML and Llama 3's headers, fewer for Claude's framing).
+TURN_OVERHEAD_TOKENS = 8
 # At most this many reservations open at once per tenant. Each lives on the tenant's month
 # item (about 150 bytes), which keeps that item far below DynamoDB's 400 KB item limit and
 # its write cost (1 WCU per KB) small.
@@ -177,24 +181,27 @@ def seconds_to_next_month(now: datetime) -> int:
     return max(1, math.ceil((next_month_start(now) - now.astimezone(UTC)).total_seconds()))
 
 
-def estimate_input_tokens(prompt: str) -> int:
-    """An upper bound on the input tokens a prompt is billed for.
+def estimate_input_tokens(conversation: Conversation) -> int:
+    """An upper bound on the input tokens a conversation is billed for: every message and
+    the system text.
 
     Byte-level BPE tokenizers (Claude's, Llama 3's, SmolLM2's) never produce more tokens than
-    the text has UTF-8 bytes, so bytes plus the chat template's overhead cannot undercount.
-    English text runs about 4 bytes per token, so this over-reserves input roughly 4x; input
-    is the cheap side of a call, and the reservation is settled to the real count afterwards.
+    the text has UTF-8 bytes, so bytes plus the chat template's overhead (PROMPT_OVERHEAD_TOKENS,
+    and TURN_OVERHEAD_TOKENS per message after the first) cannot undercount. English text runs
+    about 4 bytes per token, so this over-reserves input roughly 4x; input is the cheap side
+    of a call, and the reservation is settled to the real count afterwards.
     """
-    return len(prompt.encode("utf-8")) + PROMPT_OVERHEAD_TOKENS
+    turns = len(conversation.messages) - 1
+    return conversation.utf8_bytes() + PROMPT_OVERHEAD_TOKENS + TURN_OVERHEAD_TOKENS * turns
 
 
-def worst_case(prompt: str, max_tokens: int, price: ModelPrice) -> Demand:
+def worst_case(conversation: Conversation, max_tokens: int, price: ModelPrice) -> Demand:
     """The most a call can cost: the input estimate at the input price, max_tokens at output.
 
     Cache tokens are not priced here: the chat path sets no cache points, so Bedrock reports
     none.
     """
-    input_tokens = estimate_input_tokens(prompt)
+    input_tokens = estimate_input_tokens(conversation)
     usd = (input_tokens * price.input + max_tokens * price.output) / TOKENS_PER_PRICE_UNIT
     return Demand(tokens=input_tokens + max_tokens, usd=usd)
 

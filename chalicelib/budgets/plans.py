@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypedDict
@@ -163,3 +164,16 @@ def model_allowed(plan: Plan, model_id: str, prices: PriceTable) -> bool:
         except UnknownModelError:
             continue  # a model priced once but not in this version allows nothing
     return False
+
+
+def usable_models(plan: Plan, offered: Sequence[str], prices: PriceTable) -> tuple[str, ...]:
+    """The model ids a tenant on `plan` may name: those the stage offers (`offered`, as they
+    are called) that the plan allows."""
+    usable = []
+    for model_id in offered:
+        try:
+            if model_allowed(plan, model_id, prices):
+                usable.append(model_id)
+        except UnknownModelError:
+            continue  # an offered model this price version does not price allows nothing
+    return tuple(usable)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,8 +27,9 @@ from chalicelib.budgets.limits import (
     window_key,
     worst_case,
 )
-from chalicelib.budgets.plans import Plan, model_allowed, money_text
+from chalicelib.budgets.plans import Plan, model_allowed, money_text, usable_models
 from chalicelib.budgets.store import BudgetStore, Refused, SettleResult, StoredPlan
+from chalicelib.conversation import Conversation
 from chalicelib.errors import (
     BudgetStoreUnavailableError,
     ModelNotAllowedError,
@@ -129,10 +130,15 @@ class BudgetService:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         plan_cache: PlanCache | None = None,
         background: Callable[[Callable[[], None]], object] | None = None,
+        offered_models: Sequence[str] | None = None,
     ) -> None:
         self.store = store
         self.prices = prices
         self.default_plan = default_plan
+        # The model ids the stage may call (Settings.stage_models); a plan allows some of
+        # them. Default: the default plan's models.
+        self.offered_models = tuple(offered_models or default_plan.allowed_models)
+        self._offered = frozenset(self.offered_models)
         self.alerts = alerts
         self._reservation_ttl_s = reservation_ttl_s
         self._default_max_tokens = default_max_tokens
@@ -184,27 +190,29 @@ class BudgetService:
         *,
         tenant_id: str,
         model_id: str,
-        prompt: str,
+        conversation: Conversation,
         max_tokens: int,
         event_id: str,
         timestamp: datetime,
     ) -> Hold:
-        """Hold the request's worst case, or refuse it before the model is called.
+        """Hold the request's worst case (`model_id`'s prices), or refuse it before the model
+        is called.
 
-        Raises ModelNotAllowedError (403), RequestExceedsPlanError (400), RateLimitedError
-        (429) or BudgetStoreUnavailableError (503: fail closed).
+        Raises ModelNotAllowedError (403: the stage does not offer the model or the plan does
+        not allow it), RequestExceedsPlanError (400), RateLimitedError (429) or
+        BudgetStoreUnavailableError (503: fail closed). `model_id` must be priced.
         """
         now = self._now()
         plan, _, _ = self.plan_for(tenant_id, cached=True)
-        if not model_allowed(plan, model_id, self.prices):
-            raise ModelNotAllowedError(f"Your plan does not allow the model {model_id}.")
+        if model_id not in self._offered or not model_allowed(plan, model_id, self.prices):
+            raise self._not_allowed(plan, model_id)
         price = self.prices.price_of(model_id)
-        demand = worst_case(prompt, max_tokens, price)
+        demand = worst_case(conversation, max_tokens, price)
         if demand.tokens > plan.tokens_per_minute:
             raise RequestExceedsPlanError(
-                f"This request may use up to {demand.tokens} tokens (prompt estimate plus "
+                f"This request may use up to {demand.tokens} tokens (input estimate plus "
                 f"max_tokens) but your plan allows {plan.tokens_per_minute} tokens per minute. "
-                "Lower max_tokens or shorten the prompt."
+                "Lower max_tokens or shorten the prompt or conversation."
             )
         month = month_key(now)
         if demand.usd > plan.monthly_budget_usd:
@@ -227,7 +235,7 @@ class BudgetService:
         result = self.store.reserve(reservation, plan.limits, now)
         if isinstance(result, Refused):
             if result.refusal.kind == "budget":
-                self._alert_if_exhausted(result.counters, plan, prompt, max_tokens, model_id)
+                self._alert_if_exhausted(result.counters, plan, conversation, max_tokens, model_id)
             raise self._refusal_error(result.refusal, result.counters, plan, demand, now)
         self._index(tenant_id, month)
         return Hold(result.reservation, plan)
@@ -386,8 +394,22 @@ class BudgetService:
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def _not_allowed(self, plan: Plan, model_id: str) -> ModelNotAllowedError:
+        usable = usable_models(plan, self.offered_models, self.prices)
+        choice = (
+            f"Models you may use: {', '.join(usable)}."
+            if usable
+            else "Your plan allows no model this service offers; ask your provider."
+        )
+        return ModelNotAllowedError(f"Your plan does not allow the model {model_id}. {choice}")
+
     def _alert_if_exhausted(
-        self, counters: MonthCounters, plan: Plan, prompt: str, max_tokens: int, model_id: str
+        self,
+        counters: MonthCounters,
+        plan: Plan,
+        conversation: Conversation,
+        max_tokens: int,
+        model_id: str,
     ) -> None:
         """The 100% alert also goes out when what is left after settled spend cannot pay for a
         request of the stage's default size: spend seldom lands exactly on the budget, because
@@ -396,7 +418,7 @@ class BudgetService:
         if self.alerts is None or 100 in counters.alerts:
             return
         standard = min(max_tokens, self._default_max_tokens)
-        needed = worst_case(prompt, standard, self.prices.price_of(model_id)).usd
+        needed = worst_case(conversation, standard, self.prices.price_of(model_id)).usd
         if plan.monthly_budget_usd - counters.settled_usd < needed:
             self._send(counters, plan, 100, "exhausted")
 
@@ -442,7 +464,7 @@ class BudgetService:
         elif refusal.kind == "tokens_per_minute":
             message = (
                 f"Rate limit reached: your plan allows {plan.tokens_per_minute} tokens per "
-                f"minute (each request counts its prompt estimate plus max_tokens until it "
+                f"minute (each request counts its input estimate plus max_tokens until it "
                 f"finishes). Retry in {wait} s."
             )
         else:

@@ -1,6 +1,7 @@
 """Local stand-in for Amazon Bedrock Runtime: the Converse REST API over a small local model.
 
 wire       the Converse request and response shapes, parsing and errors
+models     the model ids it answers for: every priced one (the same small model behind all)
 engines    the text generators: EchoEngine and LlamaEngine (SmolLM2 by llama.cpp)
 server     the HTTP server, fault injection, the call ledger and the command line
 """
@@ -25,6 +26,7 @@ from local.bedrock_server.engines import (
     find_smollm2_model,
     make_engine,
 )
+from local.bedrock_server.models import INVALID_MODEL_MESSAGE, ModelCatalog
 from local.bedrock_server.server import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -52,6 +54,7 @@ from local.bedrock_server.wire import (
     ModelError,
     Output,
     OutputMessage,
+    ResourceNotFoundError,
     Role,
     StopReason,
     TextBlock,
@@ -72,6 +75,7 @@ __all__ = [
     "DEFAULT_TEMPERATURE",
     "DEFAULT_TOP_P",
     "ENGINE_NAMES",
+    "INVALID_MODEL_MESSAGE",
     "LLAMA_MAX_THREADS",
     "LLAMA_N_CTX",
     "LLAMA_SEED",
@@ -95,9 +99,11 @@ __all__ = [
     "Generation",
     "LlamaEngine",
     "Metrics",
+    "ModelCatalog",
     "ModelError",
     "Output",
     "OutputMessage",
+    "ResourceNotFoundError",
     "Role",
     "StopReason",
     "TextBlock",

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -20,6 +21,8 @@ from types import FrameType
 from typing import Any, ClassVar, cast
 from urllib.parse import urlsplit
 
+from chalicelib.model_profiles import parse_aliases
+from chalicelib.settings import MODEL_ALIASES
 from local.bedrock_server.engines import (
     DEFAULT_ENGINE,
     ENGINE_NAMES,
@@ -27,6 +30,7 @@ from local.bedrock_server.engines import (
     default_threads,
     make_engine,
 )
+from local.bedrock_server.models import ModelCatalog
 from local.bedrock_server.wire import (
     AccessDeniedError,
     BedrockError,
@@ -141,9 +145,11 @@ class BedrockServer(ThreadingHTTPServer):
         faults: FaultInjector | None = None,
         *,
         tcp_nodelay: bool = True,
+        models: ModelCatalog | None = None,
     ) -> None:
         super().__init__(address, _Handler)
         self.engine = engine
+        self.models = models or ModelCatalog()
         self.tcp_nodelay = tcp_nodelay
         self.faults = faults if faults is not None else FaultInjector()
         self.calls = CallLedger()
@@ -295,6 +301,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise AccessDeniedError("Missing Authentication Token")
         try:
             request = parse_converse_request(model_id, body)
+            self.server.models.check(model_id)
             # Faults count only requests that would have reached the model.
             self.server.faults.take()
             generation = self._generate(request)
@@ -374,13 +381,15 @@ def make_server(
     engine: Engine | str = DEFAULT_ENGINE,
     *,
     tcp_nodelay: bool = True,
+    models: ModelCatalog | None = None,
 ) -> BedrockServer:
     """A bound, not yet serving, server; `engine` is an Engine or an engine name.
 
     `tcp_nodelay=False` brings back the ~40 ms stall per call (for the latency benchmark).
+    `models`: the model ids it answers for (default: every priced model).
     """
     resolved = make_engine(engine) if isinstance(engine, str) else engine
-    return BedrockServer((host, port), resolved, tcp_nodelay=tcp_nodelay)
+    return BedrockServer((host, port), resolved, tcp_nodelay=tcp_nodelay, models=models)
 
 
 def serve(
@@ -389,9 +398,10 @@ def serve(
     engine: Engine | str = DEFAULT_ENGINE,
     *,
     tcp_nodelay: bool = True,
+    models: ModelCatalog | None = None,
 ) -> BedrockServer:
     """A server already serving in a daemon thread (port 0 picks a free one); call stop()."""
-    return make_server(host, port, engine, tcp_nodelay=tcp_nodelay).start()
+    return make_server(host, port, engine, tcp_nodelay=tcp_nodelay, models=models).start()
 
 
 # --- CLI ----------------------------------------------------------------------------------
@@ -421,9 +431,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # Application inference profile ARNs are served if MODEL_ALIASES maps them, as in the app.
+    aliases = dict(parse_aliases(os.environ.get(MODEL_ALIASES, "")))
     # Load the model before binding, so that a client never reaches a server still loading.
     engine = make_engine(args.engine, args.model_path, args.threads)
-    server = make_server(args.host, args.port, engine, tcp_nodelay=not args.no_tcp_nodelay)
+    server = make_server(
+        args.host,
+        args.port,
+        engine,
+        tcp_nodelay=not args.no_tcp_nodelay,
+        models=ModelCatalog(aliases=aliases),
+    )
 
     stopping = threading.Event()
 

@@ -53,6 +53,13 @@ class AccessDeniedError(BedrockError):
     status = 403
 
 
+class ResourceNotFoundError(BedrockError):
+    """The ARN names no model or inference profile the service knows."""
+
+    code = "ResourceNotFoundException"
+    status = 404
+
+
 class UnknownOperationError(BedrockError):
     """No operation lives at this method and path."""
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from chalicelib.budgets.limits import worst_case
+from chalicelib.conversation import Conversation
 from chalicelib.pricing import load_price_table
 from chalicelib.settings import DEFAULT_MODEL_ID
 from local.running import RunningStack
@@ -59,7 +60,9 @@ def test_small_budget_is_spent_then_429_with_one_alert_per_threshold(
     queue_url = subscribe_queue(local_stack, f"budget-alerts-{run}")
     # Five worst cases: every refusal then comes after 80 % is spent, and leaves less than a
     # request needs, so the alerts are exactly 50, 80 and 100 (exhausted).
-    each = worst_case(PROMPT, MAX_TOKENS, load_price_table().price_of(DEFAULT_MODEL_ID)).usd
+    each = worst_case(
+        Conversation.from_prompt(PROMPT), MAX_TOKENS, load_price_table().price_of(DEFAULT_MODEL_ID)
+    ).usd
     budget = (each * 5 + Decimal("0.000001")).quantize(Decimal("0.000001"))
 
     plan = json.loads(

@@ -6,11 +6,18 @@ import base64
 import json
 import subprocess
 import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from chalicelib.pricing import load_price_table
+from chalicelib.settings import DEFAULT_MODEL_ID
+from chalicelib.usage import TokenUsage
 from local.running import PASSWORD, RunningStack
 
 pytestmark = pytest.mark.e2e
@@ -206,6 +213,126 @@ def test_a_retry_with_the_same_idempotency_key_gets_the_first_answer_billed_once
     assert [e["event_id"] for e in events] == [first[2]["X-Request-Id"]]
     other = local_stack.request("POST", "/bedrock/chat", token, {"prompt": "Else."}, key)
     assert other[0] == 422
+
+
+NOVA_MICRO = "amazon.nova-micro-v1:0"  # offered by the local stage (ALLOWED_MODELS)
+
+
+def event_with_id(stack: RunningStack, event_id: str) -> dict[str, Any]:
+    (event,) = [e for e in stack.raw_events() if e["event_id"] == event_id]
+    return event
+
+
+def metrics_line(stack: RunningStack, event_id: str) -> dict[str, Any]:
+    """The call's EMF line in the API's log (chalice local's stdout)."""
+    log = Path(stack.stack.config.state_dir) / "logs" / "api.log"
+    for _ in range(50):
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            if '"kind":"model_call"' in line and event_id in line:
+                return dict(json.loads(line))
+        time.sleep(0.1)
+    raise AssertionError(f"no metrics line for {event_id}")
+
+
+def test_a_tenant_chooses_a_model_its_plan_allows_and_a_conversation(
+    local_stack: RunningStack, tmp_path: Path
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    tenant = f"tenant-models-{run}"
+    admin = local_stack.create_user(f"provider-{run}", f"ops-{run}", admin=True)
+    user = local_stack.create_user(tenant, f"chooser-{run}")
+    local_stack.meterctl(
+        "plan", "set", "--tenant", tenant,
+        "--allow-model", DEFAULT_MODEL_ID, "--allow-model", NOVA_MICRO, "--token", admin,
+    )  # fmt: skip
+    before = len(local_stack.model_calls())
+
+    status, body, headers = local_stack.request(
+        "POST",
+        "/bedrock/chat",
+        user,
+        {"prompt": "Name a colour.", "model": NOVA_MICRO, "max_tokens": 16},
+    )
+
+    assert status == 200, body
+    assert body["response"].strip()
+    (served,) = local_stack.model_calls()[before:]
+    assert served["modelId"] == NOVA_MICRO
+    event = event_with_id(local_stack, headers["X-Request-Id"])
+    assert event["model_id"] == NOVA_MICRO
+    assert (event["input_tokens"], event["output_tokens"]) == (
+        served["inputTokens"],
+        served["outputTokens"],
+    )
+    tokens = TokenUsage(served["inputTokens"], served["outputTokens"])
+    assert Decimal(event["cost_usd"]) == load_price_table().cost(NOVA_MICRO, tokens).usd
+    assert metrics_line(local_stack, event["event_id"])["model_id"] == NOVA_MICRO
+
+    # A conversation with a system text, through meterctl, to the same model.
+    conversation = tmp_path / "conversation.json"
+    conversation.write_text(
+        json.dumps(
+            [
+                {"role": "user", "content": "Name a colour."},
+                {"role": "assistant", "content": body["response"]},
+                {"role": "user", "content": "Name another one."},
+            ]
+        )
+    )
+    chatted = local_stack.meterctl(
+        "chat", "--messages", str(conversation), "--system", "Answer in one word.",
+        "--model", NOVA_MICRO, "--max-tokens", "16", "--token", user,
+    )  # fmt: skip
+    assert chatted.stdout.strip()
+    event_id = chatted.stderr.strip().rsplit(" ", 1)[-1]
+    second = event_with_id(local_stack, event_id)
+    assert (second["model_id"], second["status"]) == (NOVA_MICRO, "ok")
+    # Three messages and a system text: more input than the single prompt had.
+    assert second["input_tokens"] > event["input_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("model", "status", "code"),
+    [
+        ("acme.mystery-model-v1:0", 400, "ModelNotPriced"),
+        ("cohere.command-r-v1:0", 400, "ModelNotPriced"),
+        ("amazon.nova-lite-v1:0", 403, "ModelNotAllowed"),
+    ],
+    ids=["unknown", "unpriced", "not-in-plan"],
+)
+def test_a_model_the_tenant_may_not_use_is_refused_recorded_and_never_called(
+    local_stack: RunningStack, model: str, status: int, code: str
+) -> None:
+    token = local_stack.create_user(
+        f"tenant-refused-{code.lower()}-{uuid.uuid4().hex[:6]}", f"u-{uuid.uuid4().hex[:8]}"
+    )
+    before = len(local_stack.model_calls())
+
+    got, body, headers = local_stack.request(
+        "POST", "/bedrock/chat", token, {"prompt": "hi", "model": model}
+    )
+
+    assert got == status, body
+    if status == 403:
+        assert body["Message"].endswith(f"Models you may use: {DEFAULT_MODEL_ID}.")
+    else:
+        assert f"Unknown model '{model}'" in body["Message"]
+    assert len(local_stack.model_calls()) == before
+    event = event_with_id(local_stack, headers["X-Request-Id"])
+    assert (event["status"], event["error_code"], event["model_id"]) == ("rejected", code, model)
+
+
+def test_a_malformed_conversation_is_400_naming_the_field(local_stack: RunningStack) -> None:
+    token = local_stack.create_user(
+        f"tenant-sloppy-talk-{uuid.uuid4().hex[:6]}", f"talker-{uuid.uuid4().hex[:6]}"
+    )
+    status, body, _ = local_stack.request(
+        "POST",
+        "/bedrock/chat",
+        token,
+        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+    )
+    assert (status, "must end with a 'user' message" in body["Message"]) == (400, True)
 
 
 def test_meterctl_explains_wrong_password_and_unknown_user(local_stack: RunningStack) -> None:

@@ -19,7 +19,17 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from local.bedrock_server import BedrockServer, ChatMessage, EchoEngine, LlamaEngine, serve
+from chalicelib.budgets.limits import estimate_input_tokens
+from chalicelib.conversation import Conversation, Message
+from local.bedrock_server import (
+    INVALID_MODEL_MESSAGE,
+    BedrockServer,
+    ChatMessage,
+    EchoEngine,
+    LlamaEngine,
+    ModelCatalog,
+    serve,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -142,9 +152,16 @@ def test_max_tokens_truncation_reports_max_tokens(bedrock: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "model_id", [PROFILE_ARN, "us.anthropic.claude-3-haiku-20240307-v1:0", "my-model"]
+    "model_id",
+    [
+        HAIKU,
+        PROFILE_ARN,
+        "us.anthropic.claude-3-haiku-20240307-v1:0",
+        "amazon.nova-micro-v1:0",
+        "arn:aws:bedrock:us-east-1::foundation-model/meta.llama3-1-8b-instruct-v1:0",
+    ],
 )
-def test_any_model_id_form_is_accepted_and_decoded(
+def test_every_priced_model_id_form_is_answered_and_decoded(
     bedrock: Any, model_id: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="local.bedrock_server"):
@@ -152,6 +169,60 @@ def test_any_model_id_form_is_accepted_and_decoded(
 
     assert response["output"]["message"]["content"] == [{"text": "echo: hi"}]
     assert f"converse model={model_id} " in caplog.text
+
+
+@pytest.mark.parametrize(
+    "model_id", ["my-model", "acme.mystery-model-v1:0", "cohere.command-r-v1:0", "us.my-model"]
+)
+def test_an_unknown_model_id_is_a_validation_exception_as_bedrock_answers(
+    bedrock: Any, server: BedrockServer, model_id: str
+) -> None:
+    before = len(server.calls.snapshot())
+    with pytest.raises(ClientError) as caught:
+        bedrock.converse(modelId=model_id, messages=user("hi"))
+
+    assert error_code(caught) == ("ValidationException", 400)
+    assert caught.value.response["Error"]["Message"] == INVALID_MODEL_MESSAGE
+    assert len(server.calls.snapshot()) == before
+
+
+@pytest.mark.parametrize(
+    "model_id",
+    [
+        "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/unmapped",
+        "arn:aws:bedrock:us-east-1::foundation-model/acme.mystery-model-v1:0",
+    ],
+)
+def test_an_arn_naming_no_known_model_is_resource_not_found(bedrock: Any, model_id: str) -> None:
+    with pytest.raises(ClientError) as caught:
+        bedrock.converse(modelId=model_id, messages=user("hi"))
+
+    assert error_code(caught) == ("ResourceNotFoundException", 404)
+
+
+def test_an_application_profile_mapped_in_model_aliases_is_answered() -> None:
+    profile = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/team-a"
+    server = serve("127.0.0.1", 0, EchoEngine(), models=ModelCatalog(aliases={profile: HAIKU}))
+    try:
+        response = bedrock_client(server).converse(modelId=profile, messages=user("hi"))
+    finally:
+        server.stop()
+    assert response["output"]["message"]["content"] == [{"text": "echo: hi"}]
+
+
+def test_a_conversation_with_a_system_text_reaches_the_engine(bedrock: Any) -> None:
+    response = bedrock.converse(
+        modelId=HAIKU,
+        messages=[
+            {"role": "user", "content": [{"text": "one two"}]},
+            {"role": "assistant", "content": [{"text": "three"}]},
+            {"role": "user", "content": [{"text": "four five six"}]},
+        ],
+        system=[{"text": "seven eight"}],
+    )
+
+    assert response["output"]["message"]["content"] == [{"text": "echo: four five six"}]
+    assert response["usage"]["inputTokens"] == 8  # every message's words and the system's
 
 
 def test_empty_messages_is_validation_exception(bedrock: Any) -> None:
@@ -332,6 +403,23 @@ def test_llama_reply_carries_the_token_counts_the_model_reported(
         engine.count_prompt_tokens([ChatMessage("user", "Name one colour.")], None)
         == (usage["inputTokens"])
     )
+
+
+def test_the_budgets_input_estimate_covers_the_real_models_count(
+    llama: tuple[BedrockServer, LlamaEngine],
+) -> None:
+    _, engine = llama
+    texts = ["Hi.", "Hello! How can I help?", "Name a colour.", "Blue.", "Another one, in French."]
+    for system in (None, "You answer in one word."):
+        for count in (1, 3, 5):
+            messages = tuple(
+                Message("user" if n % 2 == 0 else "assistant", text)
+                for n, text in enumerate(texts[:count])
+            )
+            real = engine.count_prompt_tokens(
+                [ChatMessage(m.role, m.text) for m in messages], system
+            )
+            assert real <= estimate_input_tokens(Conversation(messages, system)), (count, system)
 
 
 def test_llama_prompt_overflowing_context_is_validation_exception(

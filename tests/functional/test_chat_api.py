@@ -63,6 +63,87 @@ def test_model_is_called_with_the_prompt_and_bounded_max_tokens(
     assert call["inferenceConfig"] == {"maxTokens": 100}
 
 
+def test_a_conversation_is_sent_as_converse_messages_with_the_system_text(
+    client: Client, bedrock: Bedrock
+) -> None:
+    bedrock.reply("Green.", input_tokens=30, output_tokens=2)
+    messages = [
+        {"role": "user", "content": "Name a colour."},
+        {"role": "assistant", "content": "Blue."},
+        {"role": "user", "content": "Another one."},
+    ]
+
+    response = chat(client, {"messages": messages, "system": "One word only.", "max_tokens": 8})
+
+    assert response.status_code == 200
+    assert response.json_body == {"response": "Green."}
+    (call,) = bedrock.calls
+    assert call["messages"] == [
+        {"role": "user", "content": [{"text": "Name a colour."}]},
+        {"role": "assistant", "content": [{"text": "Blue."}]},
+        {"role": "user", "content": [{"text": "Another one."}]},
+    ]
+    assert call["system"] == [{"text": "One word only."}]
+    assert call["inferenceConfig"] == {"maxTokens": 8}
+    (event,) = stored_events()
+    assert (event["status"], event["input_tokens"], event["output_tokens"]) == ("ok", 30, 2)
+
+
+def test_a_prompt_without_a_system_text_sends_none(client: Client, bedrock: Bedrock) -> None:
+    bedrock.reply()
+    chat(client, {"prompt": "hi"})
+    assert "system" not in bedrock.calls[0]
+
+
+def test_without_budgets_naming_the_stages_model_is_the_same_as_leaving_it_out(
+    client: Client, bedrock: Bedrock
+) -> None:
+    bedrock.reply()
+    assert chat(client, {"prompt": "hi", "model": DEFAULT_MODEL_ID}).status_code == 200
+    assert bedrock.calls[0]["modelId"] == DEFAULT_MODEL_ID
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "amazon.nova-micro-v1:0",  # priced: budgets off offer only the stage's model
+        f"us.{DEFAULT_MODEL_ID}",  # the same model through a profile the stage does not call
+    ],
+)
+def test_without_budgets_another_model_is_403_naming_the_one_offered(
+    client: Client, bedrock: Bedrock, model: str
+) -> None:
+    response = chat(client, {"prompt": "hi", "model": model})
+
+    assert response.status_code == 403
+    assert f"offers only its default model, {DEFAULT_MODEL_ID}" in response.json_body["Message"]
+    assert bedrock.calls == []
+    (event,) = stored_events()
+    assert (event["status"], event["error_code"]) == ("rejected", "ModelNotAllowed")
+    assert event["model_id"] == model
+    assert (event["cost_usd"], event["total_tokens"]) == ("0", 0)
+    assert response.headers["X-Request-Id"] == event["event_id"]
+
+
+@pytest.mark.parametrize(
+    "model", ["acme.mystery-model-v1:0", "cohere.command-r-v1:0"], ids=["unknown", "unpriced"]
+)
+def test_without_budgets_an_unknown_or_unpriced_model_is_400_and_recorded(
+    client: Client, bedrock: Bedrock, model: str
+) -> None:
+    response = chat(client, {"prompt": "hi", "model": model})
+
+    assert response.status_code == 400
+    assert f"Unknown model '{model}'" in response.json_body["Message"]
+    assert bedrock.calls == []
+    (event,) = stored_events()
+    assert (event["status"], event["error_code"], event["model_id"]) == (
+        "rejected",
+        "ModelNotPriced",
+        model,
+    )
+
+
 def test_cache_tokens_reported_by_the_model_are_recorded(client: Client, bedrock: Bedrock) -> None:
     bedrock.reply(
         input_tokens=3, output_tokens=4, cacheReadInputTokens=1000, cacheWriteInputTokens=200
@@ -97,7 +178,7 @@ def test_tenant_in_body_or_headers_is_ignored(client: Client, bedrock: Bedrock) 
     [
         (b"{not json", "not valid JSON"),
         (b'["hi"]', "JSON object"),
-        (b"{}", "'prompt' is required"),
+        (b"{}", "'prompt' or 'messages' is required"),
         (b'{"prompt": ""}', "must not be empty"),
         (b'{"prompt": 7}', "must be a string"),
         (json.dumps({"prompt": "x" * 2001}), "too long"),

@@ -31,7 +31,7 @@ from chalicelib.bedrock import BedrockModel
 from chalicelib.budgets.dynamo import DynamoBudgetStore
 from chalicelib.identity import IdTokenVerifier
 from chalicelib.settings import Settings, env_from_outputs
-from deploy import cfn, iam, layers, package
+from deploy import cfn, functions, iam, layers, package
 from deploy.app_template import chalice_functions
 from deploy.functions import FUNCTIONS
 from deploy.naming import Deployment
@@ -54,12 +54,25 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 DEPLOYMENT = Deployment(STAGE, REGION)
 PSEUDO = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT}
+# The models the stage offers besides MODEL_ID (its stage block's ALLOWED_MODELS): a
+# foundation model, and one through a US cross-region inference profile.
+NOVA_MICRO = "amazon.nova-micro-v1:0"
+HAIKU_35_US = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
+OFFER = f"{NOVA_MICRO},{HAIKU_35_US}"
 
 
 @pytest.fixture(scope="module")
 def app_template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    config = json.loads(functions.CHALICE_CONFIG.read_text(encoding="utf-8"))
+    config["stages"][STAGE] = {"environment_variables": {"ALLOWED_MODELS": OFFER}}
+    path = tmp_path_factory.mktemp("config") / "config.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
     layer = layers.from_table(REGION, layers.pinned_version())
-    built = package.build(DEPLOYMENT, layer, tmp_path_factory.mktemp("build"), say=lambda _: None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(functions, "CHALICE_CONFIG", path)
+        built = package.build(
+            DEPLOYMENT, layer, tmp_path_factory.mktemp("build"), say=lambda _: None
+        )
     return dict(json.loads(built.templates[DEPLOYMENT.app_stack].read_text(encoding="utf-8")))
 
 
@@ -135,6 +148,7 @@ def stage(aws: None, app_template: dict[str, Any]) -> Iterator[Stage]:
             "BUDGETS_ENABLED": "true",
             "FIREHOSE_MAX_ATTEMPTS": "1",
             "DEFAULT_MAX_TOKENS": "64",
+            "ALLOWED_MODELS": OFFER,
             # moto's in-process mock sees boto3's calls only; the lean client makes the same
             # DynamoDB and Firehose operations on the same resources.
             "REQUEST_PATH_AWS_CLIENT": "botocore",
@@ -204,7 +218,7 @@ def check(stage: Stage, function: str, calls: list[Call]) -> None:
     assert refused == [], f"{function}'s policy refuses calls its code makes: {refused}"
 
     spec = FUNCTIONS[function]
-    grants = {g.sid: g for g in iam.grants(spec, stage.settings.model_id, {})}
+    grants = {g.sid: g for g in iam.grants(spec, stage.settings.stage_models, {})}
     unused = []
     for statement in policy["Statement"]:
         grant = grants[statement["Sid"]]
@@ -244,6 +258,15 @@ def test_api_function_needs_exactly_its_policy(stage: Stage) -> None:
     assert http.put("/admin/tenants/tenant-c/plan", headers=admin(), body=body).status_code == 200
     keyed = {**auth("tenant-c"), "Idempotency-Key": "order-42"}
     assert http.post("/bedrock/chat", headers=keyed, body=chat).status_code == 429
+    # Every other model the stage offers, by a tenant whose plan allows them.
+    offer = {"allowed_models": OFFER.split(","), "monthly_budget_usd": "10"}
+    body = json.dumps({**plan, "requests_per_minute": 60, **offer})
+    assert http.put("/admin/tenants/tenant-d/plan", headers=admin(), body=body).status_code == 200
+    for model in OFFER.split(","):
+        reply(stage.bedrock, 10, 5)
+        chosen = json.dumps({"prompt": "hi", "max_tokens": 64, "model": model})
+        response = http.post("/bedrock/chat", headers=auth("tenant-d"), body=chosen)
+        assert response.status_code == 200, response.json_body
 
     check(stage, "api_handler", stage.recorder.take())
 
@@ -450,6 +473,39 @@ def test_the_api_cannot_touch_curated_data_or_partitions(stage: Stage) -> None:
         assert not allowed(api, Request(f"glue:{action}", table)), action
     model = f"arn:aws:bedrock:{REGION}::foundation-model/{stage.settings.model_id}"
     assert allowed(api, Request("bedrock:InvokeModel", (model,)))
+
+
+def test_the_api_may_invoke_exactly_the_models_the_stage_offers(stage: Stage) -> None:
+    api = stage.policies["api_handler"]
+
+    def may_invoke(resource: str) -> bool:
+        return allowed(api, Request("bedrock:InvokeModel", (resource,)))
+
+    def foundation(model: str, region: str = REGION) -> str:
+        return f"arn:aws:bedrock:{region}::foundation-model/{model}"
+
+    def profile(profile_id: str) -> str:
+        return f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/{profile_id}"
+
+    base_35 = HAIKU_35_US.removeprefix("us.")
+    for resource in (
+        foundation(stage.settings.model_id),
+        foundation(NOVA_MICRO),
+        profile(HAIKU_35_US),
+        foundation(base_35, "us-west-2"),  # where the US profile may route the call
+    ):
+        assert may_invoke(resource), resource
+    for resource in (
+        foundation("anthropic.claude-3-opus-20240229-v1:0"),  # priced, not offered
+        foundation(stage.settings.model_id, "us-west-2"),  # the stage's model, elsewhere
+        foundation(NOVA_MICRO, "eu-west-1"),
+        profile(f"us.{stage.settings.model_id}"),  # a profile the stage does not call
+        profile(f"eu.{base_35}"),
+    ):
+        assert not may_invoke(resource), resource
+    # The model behind the US profile is grantable in any region (the profile routes there),
+    # so IAM alone would let the API call it directly too; the app refuses that call (its
+    # id is not one the stage offers) before any request is made.
 
 
 def test_the_jobs_cannot_call_bedrock(stage: Stage) -> None:

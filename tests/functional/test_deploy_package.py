@@ -274,3 +274,25 @@ def test_without_reserved_concurrency_for_accounts_that_cannot_reserve(tmp_path:
     app = json.loads((tmp_path / "app.template.json").read_text())
     for name, props in functions(app).items():
         assert "ReservedConcurrentExecutions" not in props, name
+
+
+def test_the_api_may_invoke_only_the_stages_models(rendered: tuple[Path, str, str]) -> None:
+    # The dev stage offers only MODEL_ID (no ALLOWED_MODELS in its block): one model, in the
+    # stage's region. tests/functional/test_deploy_iam.py covers a stage offering more.
+    app = template(rendered, "app")
+    manifest = json.loads((rendered[0] / "manifest.json").read_text())
+    assert manifest["models"] == [manifest["model_id"]]
+    found = chalice_functions(app)
+    invoking = {}
+    for name, (_, role) in found.items():
+        (policy,) = app["Resources"][role]["Properties"]["Policies"]
+        for statement in policy["PolicyDocument"]["Statement"]:
+            if any(action.startswith("bedrock:") for action in statement["Action"]):
+                invoking[name] = statement
+    assert list(invoking) == ["api_handler"]
+    statement = invoking["api_handler"]
+    assert statement["Action"] == ["bedrock:InvokeModel"]
+    model = manifest["model_id"]
+    assert statement["Resource"] == [
+        {"Fn::Sub": f"arn:${{AWS::Partition}}:bedrock:${{AWS::Region}}::foundation-model/{model}"}
+    ]

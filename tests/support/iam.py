@@ -231,7 +231,15 @@ def _bedrock_runtime(call: Call, account: Account) -> list[Request] | None:
     }.get(call.operation)
     if action is None:
         return None
-    return [Request(action, (_model_arn(str(call.params["modelId"]), account, call.region),))]
+    model_id = str(call.params["modelId"])
+    requests = [Request(action, (_model_arn(model_id, account, call.region),))]
+    if _GEO_PROFILE.match(model_id):
+        # A call through a cross-region inference profile is authorized on the profile and
+        # on the foundation model in the region it is routed to (here: the caller's own).
+        base = _GEO_PROFILE.sub("", model_id)
+        model = f"arn:{account.partition}:bedrock:{call.region}::foundation-model/{base}"
+        requests.append(Request(action, (model,)))
+    return requests
 
 
 def _bedrock(call: Call, account: Account) -> list[Request] | None:

@@ -26,6 +26,7 @@ from chalicelib.budgets.limits import (
     window_key,
     worst_case,
 )
+from chalicelib.conversation import Conversation, Message
 from chalicelib.pricing import ModelPrice
 
 NOW = datetime(2026, 11, 14, 12, 0, 5, tzinfo=UTC)
@@ -58,11 +59,21 @@ def test_retry_after_is_seconds_to_the_next_window_or_month() -> None:
 )
 def test_input_estimate_never_undercounts_byte_level_tokenizers(prompt: str) -> None:
     # A byte-level BPE token covers at least one UTF-8 byte.
-    assert estimate_input_tokens(prompt) >= len(prompt.encode()) + 30
+    assert estimate_input_tokens(Conversation.from_prompt(prompt)) >= len(prompt.encode()) + 30
+
+
+def test_input_estimate_counts_every_message_and_the_system_text() -> None:
+    conversation = Conversation(
+        (Message("user", "Hi."), Message("assistant", "Hello!"), Message("user", "Ça va ?")),
+        "Be brief.",
+    )
+    text_bytes = len(b"Hi.") + len(b"Hello!") + len("Ça va ?".encode()) + len(b"Be brief.")
+    # The template's overhead once, and the role markers of each message after the first.
+    assert estimate_input_tokens(conversation) == text_bytes + 64 + 2 * 8
 
 
 def test_worst_case_prices_estimate_as_input_and_max_tokens_as_output() -> None:
-    demand = worst_case("hi", 64, HAIKU)
+    demand = worst_case(Conversation.from_prompt("hi"), 64, HAIKU)
     assert demand.tokens == 66 + 64
     assert demand.usd == Decimal("0.0000965")  # 66 * 0.25/1M + 64 * 1.25/1M
 

@@ -16,6 +16,7 @@ from chalicelib.budgets.repair import InMemoryUsageEventFinder, repair_budgets
 from chalicelib.budgets.service import BudgetService, Hold, PlanCache
 from chalicelib.budgets.store import InMemoryBudgetStore, StoredPlan
 from chalicelib.chat import ChatRequest, ChatService
+from chalicelib.conversation import Conversation
 from chalicelib.errors import RateLimitedError, UsageNotDurableError
 from chalicelib.identity import Caller
 from chalicelib.pricing import load_price_table
@@ -51,7 +52,7 @@ class Env:
         return self.service.reserve(
             tenant_id="t",
             model_id=DEFAULT_MODEL_ID,
-            prompt="hi",
+            conversation=Conversation.from_prompt("hi"),
             max_tokens=max_tokens,
             event_id=event_id,
             timestamp=self.now,
@@ -150,7 +151,7 @@ def test_repair_looks_up_every_tenants_expired_events_in_one_pass() -> None:
             env.service.reserve(
                 tenant_id=tenant,
                 model_id=DEFAULT_MODEL_ID,
-                prompt="hi",
+                conversation=Conversation.from_prompt("hi"),
                 max_tokens=64,
                 event_id=f"{tenant}-{number}",
                 timestamp=env.now,
@@ -247,7 +248,7 @@ class Model:
     def __init__(self) -> None:
         self.calls = 0
 
-    def converse(self, model_id: str, prompt: str, max_tokens: int) -> ModelReply:
+    def converse(self, model_id: str, conversation: Conversation, max_tokens: int) -> ModelReply:
         self.calls += 1
         return ModelReply("ok", USED, "end_turn")
 
@@ -274,7 +275,7 @@ def test_refusal_is_still_429_when_the_rejected_event_cannot_be_recorded() -> No
     env = Env(budget="0")
     chat, model = chat_service(env, BrokenRecorder())
     with pytest.raises(RateLimitedError) as refused:
-        chat.chat(Caller("t", "u", "u", frozenset()), ChatRequest("hi", 64), "r")
+        chat.chat(Caller("t", "u", "u", frozenset()), ChatRequest.from_prompt("hi", 64), "r")
     assert refused.value.event_id is None
     assert model.calls == 0
 
@@ -285,7 +286,7 @@ def test_usage_not_recorded_leaves_the_counters_as_if_the_call_never_happened() 
     env = Env()
     chat, model = chat_service(env, BrokenRecorder())
     with pytest.raises(UsageNotDurableError):
-        chat.chat(Caller("t", "u", "u", frozenset()), ChatRequest("hi", 64), "r")
+        chat.chat(Caller("t", "u", "u", frozenset()), ChatRequest.from_prompt("hi", 64), "r")
     assert model.calls == 1
     month = env.month()
     assert (month.committed_usd, month.reserved_usd, month.settled_usd) == (0, 0, 0)
@@ -340,7 +341,7 @@ def test_usage_not_recorded_after_a_failed_settle_releases_the_reservation() -> 
     env.store.failures["settle"] = 1
     chat, _ = chat_service(env, BrokenRecorder())
     with pytest.raises(UsageNotDurableError):
-        chat.chat(Caller("t", "u", "u", frozenset()), ChatRequest("hi", 64), "r")
+        chat.chat(Caller("t", "u", "u", frozenset()), ChatRequest.from_prompt("hi", 64), "r")
     month = env.month()
     assert (month.committed_usd, month.settled_usd, month.open_reservations) == (0, 0, 0)
     assert env.store.calls.count("unsettle") == 0

@@ -16,6 +16,7 @@ from chalicelib.budgets.plans import Plan
 from chalicelib.budgets.service import BudgetService
 from chalicelib.budgets.store import InMemoryBudgetStore, StoredPlan
 from chalicelib.chat import ChatRequest, ChatService
+from chalicelib.conversation import Conversation
 from chalicelib.errors import ModelUnavailableError, RateLimitedError, UsageNotDurableError
 from chalicelib.identity import Caller
 from chalicelib.metrics import (
@@ -23,6 +24,7 @@ from chalicelib.metrics import (
     KIND,
     METRIC_UNITS,
     NAMESPACE,
+    OTHER_MODEL,
     EmfCallMetrics,
     InMemoryCallMetrics,
     emf_document,
@@ -102,6 +104,25 @@ def test_aggregated_refusals_count_as_many_rejected_requests_without_latency() -
     assert "Latency" not in {m["Name"] for m in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
 
 
+@pytest.mark.parametrize(
+    ("model_id", "error_code"),
+    [("acme.mystery-model-v1:0", "ModelNotPriced"), ("amazon.nova-pro-v1:0", "ModelNotAllowed")],
+)
+def test_a_refused_model_the_stage_does_not_offer_is_no_dimension_value(
+    model_id: str, error_code: str
+) -> None:
+    # Every distinct dimension value is a billed custom metric: the ids a caller types must
+    # not become one each.
+    event = call_event(
+        model_id=model_id, status="rejected", error_code=error_code, tokens=TokenUsage()
+    )
+    document = emf_document(event, models=(DEFAULT_MODEL_ID, "amazon.nova-micro-v1:0"))
+    assert (document["model_id"], document["requested_model_id"]) == (OTHER_MODEL, model_id)
+    offered = emf_document(call_event(), models=(DEFAULT_MODEL_ID,))
+    assert offered["model_id"] == DEFAULT_MODEL_ID
+    assert "requested_model_id" not in offered
+
+
 def test_a_powertools_service_name_does_not_add_a_dimension(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -167,7 +188,7 @@ class Model:
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
 
-    def converse(self, model_id: str, prompt: str, max_tokens: int) -> ModelReply:
+    def converse(self, model_id: str, conversation: Conversation, max_tokens: int) -> ModelReply:
         if self.fail:
             raise ModelUnavailableError("The model failed.", "ModelErrorException")
         return ModelReply("hi", TokenUsage(input_tokens=5, output_tokens=2, total_tokens=7), "x")
@@ -190,7 +211,7 @@ def service(
 def test_each_recorded_call_is_observed_once_after_its_event_is_durable() -> None:
     metrics = InMemoryCallMetrics()
     recorder = Recorder(metrics)
-    result = service(metrics, recorder, Model()).chat(CALLER, ChatRequest("hi", 8), "r")
+    result = service(metrics, recorder, Model()).chat(CALLER, ChatRequest.from_prompt("hi", 8), "r")
     assert [e.event_id for e in metrics.events] == [result.event_id]
     assert metrics.events == recorder.events
     assert recorder.seen_by_metrics_before_record == [0]  # recorded first, observed after
@@ -200,7 +221,7 @@ def test_a_model_failure_is_observed_with_its_error_status() -> None:
     metrics = InMemoryCallMetrics()
     with pytest.raises(ModelUnavailableError):
         service(metrics, Recorder(metrics), Model(fail=True)).chat(
-            CALLER, ChatRequest("hi", 8), "r"
+            CALLER, ChatRequest.from_prompt("hi", 8), "r"
         )
     assert [(e.status, e.error_code) for e in metrics.events] == [("error", "ModelErrorException")]
 
@@ -220,7 +241,9 @@ def test_a_budget_refusal_is_observed_as_rejected() -> None:
         now=lambda: AT,
     )
     with pytest.raises(RateLimitedError):
-        service(metrics, Recorder(metrics), Model(), budget).chat(CALLER, ChatRequest("hi", 8), "r")
+        service(metrics, Recorder(metrics), Model(), budget).chat(
+            CALLER, ChatRequest.from_prompt("hi", 8), "r"
+        )
     assert [e.status for e in metrics.events] == ["rejected"]
 
 
@@ -228,7 +251,7 @@ def test_a_call_whose_event_is_not_durable_is_not_observed() -> None:
     metrics = InMemoryCallMetrics()
     with pytest.raises(UsageNotDurableError):
         service(metrics, Recorder(metrics, broken=True), Model()).chat(
-            CALLER, ChatRequest("hi", 8), "r"
+            CALLER, ChatRequest.from_prompt("hi", 8), "r"
         )
     assert metrics.events == []
 

@@ -12,6 +12,7 @@ from chalicelib.deadlines import (
     RECORD_RESERVE_S,
     S3_FALLBACK_TIMEOUTS,
     Deadline,
+    MaxTokensPolicy,
     max_tokens_within,
     model_window_s,
 )
@@ -59,6 +60,13 @@ def test_max_tokens_limits_fit_the_window_at_planning_speed() -> None:
     assert max_tokens_within("anthropic.claude-opus-4-20250514-v1:0", 29) == 384
     assert max_tokens_within("unknown.model", 29) == 384  # 20 tokens/s
     assert max_tokens_within(haiku, 5) == 128  # never below one step
+
+
+def test_the_stages_max_tokens_limits_apply_with_each_models_own_cap() -> None:
+    policy = MaxTokensPolicy(default=512, limit=1000, deadline_s=29)
+    haiku, opus = "anthropic.claude-3-haiku-20240307-v1:0", "anthropic.claude-opus-4-20250514-v1:0"
+    assert (policy.limit_for(haiku), policy.default_for(haiku)) == (1000, 512)  # the stage's
+    assert (policy.limit_for(opus), policy.default_for(opus)) == (384, 384)  # the model's
 
 
 def test_every_priced_model_has_a_planning_speed() -> None:

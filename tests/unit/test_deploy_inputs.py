@@ -231,6 +231,50 @@ def test_an_application_profile_needs_its_model_in_model_aliases() -> None:
     assert resources[0] == arn
 
 
+def test_the_api_may_call_each_model_the_stage_offers_and_no_other() -> None:
+    environment = chalice_package.stage_environment("dev", CONFIG)
+    environment["ALLOWED_MODELS"] = "amazon.nova-micro-v1:0, us.amazon.nova-lite-v1:0"
+    models = iam.stage_models(environment)
+    assert models == (
+        "anthropic.claude-3-haiku-20240307-v1:0",
+        "amazon.nova-micro-v1:0",
+        "us.amazon.nova-lite-v1:0",
+    )
+    grant = iam.invoke_models(models, {})
+    assert grant.actions == ("bedrock:InvokeModel",)
+    region = "arn:${AWS::Partition}:bedrock:${AWS::Region}"
+    assert grant.resources == (
+        f"{region}::foundation-model/anthropic.claude-3-haiku-20240307-v1:0",
+        f"{region}::foundation-model/amazon.nova-micro-v1:0",
+        f"{region}:${{AWS::AccountId}}:inference-profile/us.amazon.nova-lite-v1:0",
+        # The profile routes to the model in any region of its geography.
+        "arn:${AWS::Partition}:bedrock:*::foundation-model/amazon.nova-lite-v1:0",
+    )
+
+
+def test_without_budgets_the_api_may_call_only_the_stages_model() -> None:
+    environment = chalice_package.stage_environment("dev", CONFIG)
+    environment.update(ALLOWED_MODELS="amazon.nova-micro-v1:0", BUDGETS_ENABLED="false")
+    assert iam.stage_models(environment) == ("anthropic.claude-3-haiku-20240307-v1:0",)
+
+
+@pytest.mark.parametrize(
+    ("allowed", "message"),
+    [
+        ("cohere.command-r-v1:0", "no price"),
+        ("arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/x", "MODEL_ALIASES"),
+    ],
+)
+def test_a_stage_model_without_a_price_or_alias_is_refused_before_packaging(
+    allowed: str, message: str
+) -> None:
+    config = copy.deepcopy(CONFIG)
+    config["stages"]["dev"] = {"environment_variables": {"ALLOWED_MODELS": allowed}}
+    environment = chalice_package.stage_environment("dev", config)
+    with pytest.raises(DeployError, match=message):
+        iam.stage_models(environment)
+
+
 # ---------------------------------------------------------------- the deploy-only install
 
 

@@ -24,6 +24,25 @@ def test_defaults_without_environment() -> None:
     assert settings.athena_workgroup == "bedrock-metering-workgroup"
 
 
+def test_conversations_have_documented_limits() -> None:
+    settings = Settings.from_env({})
+    assert (settings.max_prompt_chars, settings.max_messages) == (20_000, 100)
+    assert Settings.from_env({"MAX_MESSAGES": "8"}).max_messages == 8
+
+
+def test_the_stage_offers_its_model_and_with_budgets_its_allowed_models() -> None:
+    env = {"ALLOWED_MODELS": f" amazon.nova-micro-v1:0,,{DEFAULT_MODEL_ID}, us.x ,us.x"}
+    assert Settings.from_env(env).stage_models == (
+        DEFAULT_MODEL_ID,
+        "amazon.nova-micro-v1:0",
+        "us.x",
+    )
+    assert Settings.from_env({**env, "BUDGETS_ENABLED": "false"}).stage_models == (
+        DEFAULT_MODEL_ID,
+    )
+    assert Settings.from_env({}).stage_models == (DEFAULT_MODEL_ID,)
+
+
 def test_issuer_and_jwks_follow_the_pool() -> None:
     settings = Settings.from_env({"AWS_REGION": "eu-west-1", "USER_POOL_ID": "eu-west-1_abc"})
     assert settings.token_issuer == "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_abc"
@@ -42,6 +61,8 @@ def test_issuer_and_jwks_follow_the_pool() -> None:
         ({"QUERY_ENGINE": "sqlite"}, "QUERY_ENGINE"),
         ({"DEFAULT_MAX_TOKENS": "9000"}, "DEFAULT_MAX_TOKENS"),
         ({"FIREHOSE_MAX_ATTEMPTS": "0"}, "FIREHOSE_MAX_ATTEMPTS"),
+        ({"MAX_MESSAGES": "0"}, "MAX_MESSAGES"),
+        ({"MAX_MESSAGES": "many"}, "MAX_MESSAGES"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], name: str) -> None:

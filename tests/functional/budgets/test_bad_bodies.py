@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from chalicelib import wiring
 from chalicelib.bedrock import ModelReply
 from chalicelib.budgets.dynamo import DynamoBudgetStore
+from chalicelib.conversation import Conversation
 from chalicelib.usage import TokenUsage
 from tests.functional.budgets.conftest import PLANS_TABLE, BudgetEnv, admin_auth
 from tests.functional.conftest import auth, stored_events
@@ -64,12 +65,41 @@ def _documents(fields: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[b
     return st.one_of(body, JSON_VALUES).map(lambda value: json.dumps(value).encode())
 
 
+ROLES = st.one_of(st.sampled_from(["user", "assistant", "system", "User"]), JSON_VALUES)
+MESSAGE = st.fixed_dictionaries(
+    {"role": ROLES, "content": st.one_of(TEXT, JSON_VALUES)}, optional={"name": JSON_VALUES}
+)
+# Conversations that follow the rules (user first and last, alternating), with any text.
+WELL_FORMED = st.integers(0, 3).flatmap(
+    lambda pairs: st.lists(TEXT, min_size=2 * pairs + 1, max_size=2 * pairs + 1).map(
+        lambda texts: [
+            {"role": "user" if n % 2 == 0 else "assistant", "content": text}
+            for n, text in enumerate(texts)
+        ]
+    )
+)
+MODELS = st.one_of(
+    st.sampled_from(
+        [
+            "anthropic.claude-3-haiku-20240307-v1:0",
+            "us.anthropic.claude-3-haiku-20240307-v1:0",
+            "amazon.nova-micro-v1:0",
+            "acme.mystery-model-v1:0",
+            "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/x",
+        ]
+    ),
+    TEXT,
+    JSON_VALUES,
+)
 CHAT_BODIES = st.one_of(
     st.binary(max_size=64),
     NASTY_TEXT.map(str.encode),
     _documents(
         {
             "prompt": st.one_of(TEXT, JSON_VALUES),
+            "messages": st.one_of(WELL_FORMED, st.lists(MESSAGE, max_size=4), JSON_VALUES),
+            "system": st.one_of(TEXT, JSON_VALUES),
+            "model": MODELS,
             "max_tokens": st.one_of(st.integers(-5, 300), JSON_VALUES),
         }
     ),
@@ -94,7 +124,9 @@ PLAN_BODIES = st.one_of(
 
 
 class InstantModel:
-    def converse(self, model_id: str, prompt: str, max_tokens: int, **_: Any) -> ModelReply:
+    def converse(
+        self, model_id: str, conversation: Conversation, max_tokens: int, **_: Any
+    ) -> ModelReply:
         return ModelReply("ok", TokenUsage(3, 2, total_tokens=5), "end_turn")
 
 
@@ -113,14 +145,21 @@ def test_no_chat_body_produces_a_5xx_or_leaves_a_reservation(
         statuses.add(response.status_code)
         if response.status_code == 400:
             assert response.json_body["Message"]
-            assert "X-Request-Id" not in response.headers  # no usage event for bad input
+            # No usage event for bad input; a well-formed model id without a price is a
+            # refusal, recorded.
+            refused_model = response.json_body["Message"].startswith("Unknown model")
+            assert ("X-Request-Id" in response.headers) == refused_model
 
     one()
     assert 400 in statuses
     month = DynamoBudgetStore(PLANS_TABLE).get_month("tenant-a", "2026-11")
     assert month.open_reservations == 0
     assert month.reserved_usd == 0
-    assert all(event["status"] == "ok" for event in stored_events())
+    for event in stored_events():
+        assert event["status"] == "ok" or (event["status"], event["error_code"]) in (
+            ("rejected", "ModelNotPriced"),
+            ("rejected", "ModelNotAllowed"),
+        )
 
 
 def test_no_plan_body_produces_a_5xx(client: Client, budget_env: BudgetEnv) -> None:

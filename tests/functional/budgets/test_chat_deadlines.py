@@ -22,6 +22,7 @@ from chalicelib import wiring
 from chalicelib.aws_json import FIREHOSE, LeanJsonClient
 from chalicelib.bedrock import ModelReply
 from chalicelib.budgets.dynamo import DynamoBudgetStore
+from chalicelib.conversation import Conversation
 from chalicelib.deadlines import (
     ANSWER_MARGIN_S,
     FIREHOSE_TIMEOUTS,
@@ -50,7 +51,7 @@ class SlowModel:
         self.seconds = seconds
         self.calls = 0
 
-    def converse(self, model_id: str, prompt: str, max_tokens: int) -> ModelReply:
+    def converse(self, model_id: str, conversation: Conversation, max_tokens: int) -> ModelReply:
         self.calls += 1
         self.release.wait(self.seconds)
         return ModelReply("too late", TokenUsage(30, 500, total_tokens=530), "max_tokens")

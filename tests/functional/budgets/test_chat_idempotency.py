@@ -23,6 +23,7 @@ from chalicelib import wiring
 from chalicelib.bedrock import ModelReply
 from chalicelib.budgets.dynamo import DynamoBudgetStore
 from chalicelib.chat import ChatRequest, ChatService, KeyUse
+from chalicelib.conversation import Conversation
 from chalicelib.errors import IdempotencyConflictError
 from chalicelib.idempotency import Claimed, body_fingerprint, key_digest, new_record
 from chalicelib.identity import Caller
@@ -81,6 +82,34 @@ def test_the_same_key_with_another_body_is_422(client: Client, budget_env: Budge
     assert "different request body" in other.json_body["Message"]
     assert len(budget_env.bedrock.calls) == 1
     assert len(billed()) == 1
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"messages": [{"role": "user", "content": "Please explain about AWS Lambda."}]},
+        {"prompt": "Please explain about AWS Lambda.", "max_tokens": 32, "system": "Be brief."},
+        {"prompt": "Please explain about AWS Lambda.", "max_tokens": 32, "model": "us.x"},
+        {
+            "messages": [
+                {"role": "user", "content": "Hi."},
+                {"role": "assistant", "content": "Hello."},
+                {"role": "user", "content": "Please explain about AWS Lambda."},
+            ]
+        },
+    ],
+    ids=["as-messages", "with-system", "other-model", "longer-conversation"],
+)
+def test_the_key_covers_the_conversation_system_text_and_model(
+    client: Client, budget_env: BudgetEnv, other: dict[str, Any]
+) -> None:
+    # The fingerprint is the body's bytes, so every field is in it: a retry must send the
+    # same conversation to the same model to get the first answer.
+    budget_env.bedrock.reply()
+    assert send(client, "k2").status_code == 200
+
+    assert send(client, "k2", json.dumps(other)).status_code == 422
+    assert len(budget_env.bedrock.calls) == 1
 
 
 def test_keys_are_per_tenant(client: Client, budget_env: BudgetEnv) -> None:
@@ -192,7 +221,7 @@ class SlowCountingModel:
         self.calls = 0
         self._lock = threading.Lock()
 
-    def converse(self, model_id: str, prompt: str, max_tokens: int) -> ModelReply:
+    def converse(self, model_id: str, conversation: Conversation, max_tokens: int) -> ModelReply:
         with self._lock:
             self.calls += 1
         threading.Event().wait(0.5)
@@ -242,7 +271,7 @@ def test_four_parallel_sends_with_one_key_make_one_model_call_and_one_billed_eve
     caller = Caller("tenant-a", "user-a", "alice", frozenset())
     raw = BODY.encode()
     key = KeyUse(key_digest("pay-once"), body_fingerprint(raw))
-    request = ChatRequest("Please explain about AWS Lambda.", 32)
+    request = ChatRequest.from_prompt("Please explain about AWS Lambda.", 32)
     start = threading.Barrier(4)
 
     def one(_: int) -> Any:

@@ -28,10 +28,11 @@ from werkzeug.serving import make_server
 from chalicelib.bedrock import ModelReply
 from chalicelib.budgets.alerts import BudgetAlerts, InMemoryAlertPublisher
 from chalicelib.budgets.dynamo import DynamoBudgetStore
-from chalicelib.budgets.limits import PROMPT_OVERHEAD_TOKENS, worst_case
+from chalicelib.budgets.limits import estimate_input_tokens, worst_case
 from chalicelib.budgets.plans import Plan
 from chalicelib.budgets.service import BudgetService
 from chalicelib.chat import ChatRequest, ChatService
+from chalicelib.conversation import Conversation
 from chalicelib.errors import RateLimitedError
 from chalicelib.identity import Caller
 from chalicelib.pricing import load_price_table
@@ -78,9 +79,9 @@ def serial_moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 class ExactModel:
     """Answers instantly-ish and bills exactly the worst case the budget reserved."""
 
-    def converse(self, model_id: str, prompt: str, max_tokens: int) -> ModelReply:
+    def converse(self, model_id: str, conversation: Conversation, max_tokens: int) -> ModelReply:
         threading.Event().wait(0.01)  # long enough for other callers to interleave
-        input_tokens = len(prompt.encode()) + PROMPT_OVERHEAD_TOKENS
+        input_tokens = estimate_input_tokens(conversation)
         usage = TokenUsage(input_tokens, max_tokens, total_tokens=input_tokens + max_tokens)
         return ModelReply(text="ok", usage=usage, stop_reason="max_tokens")
 
@@ -135,7 +136,7 @@ def run_callers(endpoint: str, plan: Plan, publisher: InMemoryAlertPublisher) ->
         caller = Caller("tenant-a", "user-a", "user-a", frozenset())
         start.wait()
         try:
-            chat.chat(caller, ChatRequest(PROMPT, MAX_TOKENS), "req")
+            chat.chat(caller, ChatRequest.from_prompt(PROMPT, MAX_TOKENS), "req")
         except RateLimitedError as exc:
             return exc
         return None
@@ -154,7 +155,7 @@ def client(endpoint: str) -> Any:
 
 def one_request_usd() -> Decimal:
     price = load_price_table().price_of(DEFAULT_MODEL_ID)
-    return worst_case(PROMPT, MAX_TOKENS, price).usd
+    return worst_case(Conversation.from_prompt(PROMPT), MAX_TOKENS, price).usd
 
 
 def test_concurrent_requests_never_settle_more_than_the_budget(serial_moto: str) -> None:
@@ -194,7 +195,9 @@ def test_requests_per_minute_hold_across_parallel_callers(serial_moto: str) -> N
 
 
 def test_tokens_per_minute_hold_across_parallel_callers(serial_moto: str) -> None:
-    tokens_each = worst_case(PROMPT, MAX_TOKENS, load_price_table().price_of(DEFAULT_MODEL_ID))
+    tokens_each = worst_case(
+        Conversation.from_prompt(PROMPT), MAX_TOKENS, load_price_table().price_of(DEFAULT_MODEL_ID)
+    )
     plan = Plan(Decimal(1000), tokens_each.tokens * 4 + 1, 1_000, (DEFAULT_MODEL_ID,))
 
     outcome = run_callers(serial_moto, plan, InMemoryAlertPublisher())

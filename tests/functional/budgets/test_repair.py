@@ -13,6 +13,7 @@ from chalice.test import Client
 from chalicelib import wiring
 from chalicelib.budgets.dynamo import DynamoBudgetStore
 from chalicelib.budgets.limits import MonthCounters
+from chalicelib.conversation import Conversation
 from chalicelib.wiring import budget_service, run_budget_repair
 from tests.functional.budgets.conftest import PLANS_TABLE, BudgetEnv, chat, set_plan
 from tests.functional.conftest import stored_events
@@ -89,7 +90,7 @@ def test_crashed_request_reservation_expires_and_is_released(
     service.reserve(
         tenant_id="tenant-a",
         model_id=budget_env.settings.model_id,
-        prompt="hi",
+        conversation=Conversation.from_prompt("hi"),
         max_tokens=64,
         event_id="crashed-event",
         timestamp=budget_env.clock(),
