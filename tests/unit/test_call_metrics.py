@@ -104,6 +104,26 @@ def test_aggregated_refusals_count_as_many_rejected_requests_without_latency() -
     assert "Latency" not in {m["Name"] for m in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
 
 
+def test_each_line_gets_the_directive_of_its_own_shape_whatever_came_before() -> None:
+    # The directive is built once per shape and shared: a refusal's (no Latency) must not
+    # leak into the next answered call's, nor the other way round.
+    refused = call_event(status="rejected", error_code="RateLimited", tokens=TokenUsage())
+
+    def metric_names(document: dict[str, Any]) -> set[str]:
+        return {m["Name"] for m in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+
+    shapes = [metric_names(emf_document(e)) for e in (refused, call_event(), refused)]
+    assert shapes == [
+        set(METRIC_UNITS) - {"Latency"},
+        set(METRIC_UNITS),
+        set(METRIC_UNITS) - {"Latency"},
+    ]
+    assert (
+        emf_document(call_event(), namespace="Other")["_aws"]["CloudWatchMetrics"][0]["Namespace"]
+        == "Other"
+    )
+
+
 @pytest.mark.parametrize(
     ("model_id", "error_code"),
     [("acme.mystery-model-v1:0", "ModelNotPriced"), ("amazon.nova-pro-v1:0", "ModelNotAllowed")],
