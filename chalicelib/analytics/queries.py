@@ -41,11 +41,7 @@ class NamedQuery:
 # `requests` counts calls that succeeded; `failed_requests` the error, rejected and aborted
 # ones. An event stands for `request_count` requests (1 unless it aggregates refusals; NULL in
 # Parquet written before the column existed). The status literals are part of the query.
-TENANT_DAILY_USAGE = NamedQuery(
-    name="tenant_daily_usage",
-    sql="""SELECT
-    concat(year, '-', month, '-', day) AS usage_date,
-    SUM(CASE WHEN status = 'ok' THEN COALESCE(request_count, 1) ELSE 0 END) AS requests,
+_TOTALS = """SUM(CASE WHEN status = 'ok' THEN COALESCE(request_count, 1) ELSE 0 END) AS requests,
     SUM(CASE WHEN status IN ('error', 'rejected', 'aborted') THEN COALESCE(request_count, 1)
         ELSE 0 END) AS failed_requests,
     SUM(input_tokens) AS input_tokens,
@@ -53,128 +49,79 @@ TENANT_DAILY_USAGE = NamedQuery(
     SUM(cache_read_input_tokens) AS cache_read_input_tokens,
     SUM(cache_write_input_tokens) AS cache_write_input_tokens,
     SUM(total_tokens) AS total_tokens,
-    SUM(cost_usd) AS cost_usd
-FROM token_usage_logs
-WHERE tenant_id = ?
-    AND year BETWEEN ? AND ?
-    AND concat(year, '-', month, '-', day) BETWEEN ? AND ?
-GROUP BY year, month, day
-ORDER BY usage_date""",
-    params=("tenant_id", "first_year", "last_year", "first_day", "last_day"),
-)
+    SUM(cost_usd) AS cost_usd"""
+_DAY = "concat(year, '-', month, '-', day)"
+_PERIOD = ("first_year", "last_year", "first_day", "last_day")
 
-ALL_TENANTS_USAGE = NamedQuery(
-    name="all_tenants_usage",
-    sql="""SELECT
-    tenant_id,
-    SUM(CASE WHEN status = 'ok' THEN COALESCE(request_count, 1) ELSE 0 END) AS requests,
-    SUM(CASE WHEN status IN ('error', 'rejected', 'aborted') THEN COALESCE(request_count, 1)
-        ELSE 0 END) AS failed_requests,
-    SUM(input_tokens) AS input_tokens,
-    SUM(output_tokens) AS output_tokens,
-    SUM(cache_read_input_tokens) AS cache_read_input_tokens,
-    SUM(cache_write_input_tokens) AS cache_write_input_tokens,
-    SUM(total_tokens) AS total_tokens,
-    SUM(cost_usd) AS cost_usd
-FROM token_usage_logs
-WHERE year BETWEEN ? AND ?
-    AND concat(year, '-', month, '-', day) BETWEEN ? AND ?
-GROUP BY tenant_id
-ORDER BY tenant_id""",
-    params=("first_year", "last_year", "first_day", "last_day"),
-)
 
-ONE_TENANT_USAGE = NamedQuery(
-    name="one_tenant_usage",
-    sql="""SELECT
-    tenant_id,
-    SUM(CASE WHEN status = 'ok' THEN COALESCE(request_count, 1) ELSE 0 END) AS requests,
-    SUM(CASE WHEN status IN ('error', 'rejected', 'aborted') THEN COALESCE(request_count, 1)
-        ELSE 0 END) AS failed_requests,
-    SUM(input_tokens) AS input_tokens,
-    SUM(output_tokens) AS output_tokens,
-    SUM(cache_read_input_tokens) AS cache_read_input_tokens,
-    SUM(cache_write_input_tokens) AS cache_write_input_tokens,
-    SUM(total_tokens) AS total_tokens,
-    SUM(cost_usd) AS cost_usd
-FROM token_usage_logs
-WHERE tenant_id = ?
-    AND year BETWEEN ? AND ?
-    AND concat(year, '-', month, '-', day) BETWEEN ? AND ?
-GROUP BY tenant_id
-ORDER BY tenant_id""",
-    params=("tenant_id", "first_year", "last_year", "first_day", "last_day"),
+def _usage_query(
+    name: str, *, keys: tuple[str, ...], group_by: str, order_by: str, one_tenant: bool
+) -> NamedQuery:
+    """The usage totals per `keys` over a period, for one tenant or for all of them.
+
+    Every statement has the same sums and the same period bounds; they differ only in what
+    they group by and whether the tenant is a parameter."""
+    columns = "".join(f"    {key},\n" for key in keys)
+    tenant = "tenant_id = ?\n    AND " if one_tenant else ""
+    return NamedQuery(
+        name=name,
+        # Text from this module's constants only; caller values travel as parameters.
+        sql=f"""SELECT
+{columns}    {_TOTALS}
+FROM {USAGE_TABLE}
+WHERE {tenant}year BETWEEN ? AND ?
+    AND {_DAY} BETWEEN ? AND ?
+GROUP BY {group_by}
+ORDER BY {order_by}""",  # noqa: S608
+        params=(("tenant_id",) if one_tenant else ()) + _PERIOD,
+    )
+
+
+TENANT_DAILY_USAGE = _usage_query(
+    "tenant_daily_usage",
+    keys=(f"{_DAY} AS usage_date",),
+    group_by="year, month, day",
+    order_by="usage_date",
+    one_tenant=True,
+)
+ALL_TENANTS_USAGE = _usage_query(
+    "all_tenants_usage",
+    keys=("tenant_id",),
+    group_by="tenant_id",
+    order_by="tenant_id",
+    one_tenant=False,
+)
+ONE_TENANT_USAGE = _usage_query(
+    "one_tenant_usage",
+    keys=("tenant_id",),
+    group_by="tenant_id",
+    order_by="tenant_id",
+    one_tenant=True,
 )
 
 # By model: the reports are built from these (one statement per API call, one scan on
 # Athena); totals, days and models are sums of their rows. The three above stay as the
 # plainer forms (the benchmark times them; an operator can reuse them).
-TENANT_DAILY_MODEL_USAGE = NamedQuery(
-    name="tenant_daily_model_usage",
-    sql="""SELECT
-    concat(year, '-', month, '-', day) AS usage_date,
-    model_id,
-    SUM(CASE WHEN status = 'ok' THEN COALESCE(request_count, 1) ELSE 0 END) AS requests,
-    SUM(CASE WHEN status IN ('error', 'rejected', 'aborted') THEN COALESCE(request_count, 1)
-        ELSE 0 END) AS failed_requests,
-    SUM(input_tokens) AS input_tokens,
-    SUM(output_tokens) AS output_tokens,
-    SUM(cache_read_input_tokens) AS cache_read_input_tokens,
-    SUM(cache_write_input_tokens) AS cache_write_input_tokens,
-    SUM(total_tokens) AS total_tokens,
-    SUM(cost_usd) AS cost_usd
-FROM token_usage_logs
-WHERE tenant_id = ?
-    AND year BETWEEN ? AND ?
-    AND concat(year, '-', month, '-', day) BETWEEN ? AND ?
-GROUP BY year, month, day, model_id
-ORDER BY usage_date, model_id""",
-    params=("tenant_id", "first_year", "last_year", "first_day", "last_day"),
+TENANT_DAILY_MODEL_USAGE = _usage_query(
+    "tenant_daily_model_usage",
+    keys=(f"{_DAY} AS usage_date", "model_id"),
+    group_by="year, month, day, model_id",
+    order_by="usage_date, model_id",
+    one_tenant=True,
 )
-
-ALL_TENANTS_MODEL_USAGE = NamedQuery(
-    name="all_tenants_model_usage",
-    sql="""SELECT
-    tenant_id,
-    model_id,
-    SUM(CASE WHEN status = 'ok' THEN COALESCE(request_count, 1) ELSE 0 END) AS requests,
-    SUM(CASE WHEN status IN ('error', 'rejected', 'aborted') THEN COALESCE(request_count, 1)
-        ELSE 0 END) AS failed_requests,
-    SUM(input_tokens) AS input_tokens,
-    SUM(output_tokens) AS output_tokens,
-    SUM(cache_read_input_tokens) AS cache_read_input_tokens,
-    SUM(cache_write_input_tokens) AS cache_write_input_tokens,
-    SUM(total_tokens) AS total_tokens,
-    SUM(cost_usd) AS cost_usd
-FROM token_usage_logs
-WHERE year BETWEEN ? AND ?
-    AND concat(year, '-', month, '-', day) BETWEEN ? AND ?
-GROUP BY tenant_id, model_id
-ORDER BY tenant_id, model_id""",
-    params=("first_year", "last_year", "first_day", "last_day"),
+ALL_TENANTS_MODEL_USAGE = _usage_query(
+    "all_tenants_model_usage",
+    keys=("tenant_id", "model_id"),
+    group_by="tenant_id, model_id",
+    order_by="tenant_id, model_id",
+    one_tenant=False,
 )
-
-ONE_TENANT_MODEL_USAGE = NamedQuery(
-    name="one_tenant_model_usage",
-    sql="""SELECT
-    tenant_id,
-    model_id,
-    SUM(CASE WHEN status = 'ok' THEN COALESCE(request_count, 1) ELSE 0 END) AS requests,
-    SUM(CASE WHEN status IN ('error', 'rejected', 'aborted') THEN COALESCE(request_count, 1)
-        ELSE 0 END) AS failed_requests,
-    SUM(input_tokens) AS input_tokens,
-    SUM(output_tokens) AS output_tokens,
-    SUM(cache_read_input_tokens) AS cache_read_input_tokens,
-    SUM(cache_write_input_tokens) AS cache_write_input_tokens,
-    SUM(total_tokens) AS total_tokens,
-    SUM(cost_usd) AS cost_usd
-FROM token_usage_logs
-WHERE tenant_id = ?
-    AND year BETWEEN ? AND ?
-    AND concat(year, '-', month, '-', day) BETWEEN ? AND ?
-GROUP BY tenant_id, model_id
-ORDER BY tenant_id, model_id""",
-    params=("tenant_id", "first_year", "last_year", "first_day", "last_day"),
+ONE_TENANT_MODEL_USAGE = _usage_query(
+    "one_tenant_model_usage",
+    keys=("tenant_id", "model_id"),
+    group_by="tenant_id, model_id",
+    order_by="tenant_id, model_id",
+    one_tenant=True,
 )
 
 NAMED_QUERIES: tuple[NamedQuery, ...] = (
