@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -195,6 +196,20 @@ def test_the_bucket_of_an_id_is_stable_and_spread() -> None:
     assert bucket_count(0, 100) == 1
     assert bucket_count(250, 100) == 4
     assert bucket_count(10, 100, at_least=8) == 8
+
+
+def test_ids_of_one_length_hash_as_the_general_path_hashes_them() -> None:
+    # Same-length ids (uuids) take a shortcut; one shorter id sends the same ids down the
+    # general path, which must give the very same hashes.
+    rng = random.Random(7)
+    ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(3000)]
+    ids[5] = "91ca3ed3-0000-4000-8000-000000000000"
+    shortcut = id_hashes(pa.array(ids)).tolist()
+    general = id_hashes(pa.array([*ids, "x"])).tolist()[:-1]
+    assert shortcut == general
+    assert shortcut[5] == 2479735936352261897  # the pinned value above
+    sliced = pa.array(["x", *ids[:10]]).slice(1)  # an offset into the buffers
+    assert id_hashes(sliced).tolist() == shortcut[:10]
 
 
 def test_request_count_defaults_to_one_and_an_aggregate_keeps_its_count() -> None:
