@@ -6,6 +6,8 @@ from botocore.exceptions import ClientError
 
 # S3 says NoSuchKey for GetObject and a bare 404 where a response has no body (HeadObject).
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "404"})
+# DynamoDB's answer to a write whose ConditionExpression does not hold.
+CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
 def error_code(exc: BaseException) -> str:

@@ -19,8 +19,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.api_limits import RequestLimiterUnavailableError
-from chalicelib.aws_errors import error_code
-from chalicelib.budgets.dynamo import CONDITION_FAILED, decode, encode, tenant_pk
+from chalicelib.aws_errors import CONDITION_FAILED, error_code
+from chalicelib.budgets.dynamo import decode, encode, tenant_pk
 from chalicelib.errors import IdempotencyStoreUnavailableError
 from chalicelib.idempotency import (
     Answer,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
+from chalicelib.aws_errors import error_code
 from deploy.errors import DeployError
 
 BATCH: Final = 1000  # DeleteObjects takes at most 1,000 keys
@@ -45,7 +46,7 @@ def delete(s3: Any, bucket: str, say: Callable[[str], None] = print) -> bool:
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
+        if error_code(error) in ("404", "NoSuchBucket", "NotFound"):
             return False
         raise
     empty(s3, bucket, say)

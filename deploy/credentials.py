@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from chalicelib.aws_errors import error_code
 from deploy.errors import DeployError
 
 NO_CREDENTIALS: Final = (
@@ -48,10 +49,9 @@ def connect(region: str, session: Any = None) -> Account:
     try:
         identity = session.client("sts", region_name=region).get_caller_identity()
     except ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "")
         raise DeployError(
-            f"AWS rejected the credentials ({code}): they are wrong or expired. Renew them "
-            "(`aws sso login`, new access keys) and run again. Nothing was changed."
+            f"AWS rejected the credentials ({error_code(error)}): they are wrong or expired. "
+            "Renew them (`aws sso login`, new access keys) and run again. Nothing was changed."
         ) from None
     except BotoCoreError as error:
         raise DeployError(

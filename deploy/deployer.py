@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
+from chalicelib.aws_errors import error_code
 from deploy import credentials, layers, package, stacks
 from deploy.cloudformation import Stacks, Template
 from deploy.credentials import Account
@@ -221,8 +222,7 @@ def _exists(call: Callable[[], Any]) -> bool:
     try:
         call()
     except ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "")
-        if code in _NOT_FOUND:
+        if error_code(error) in _NOT_FOUND:
             return False
         raise DeployError(
             f"The preflight check could not read ({error}); nothing was changed. The deploying "
@@ -237,7 +237,7 @@ def _workgroup_exists(athena: Any, name: str) -> bool:
     try:
         return athena.get_work_group(WorkGroup=name).get("WorkGroup") is not None
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "InvalidRequestException":
+        if error_code(error) == "InvalidRequestException":
             return False
         raise
 
@@ -247,7 +247,7 @@ def _retained_exists(account: Account, kind: str, name: str) -> bool:
         try:
             account.client("s3").head_bucket(Bucket=name)
         except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
+            code = error_code(error)
             if code in ("404", "NoSuchBucket", "NotFound"):
                 return False
             if code in ("403", "AccessDenied"):

@@ -14,6 +14,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from chalicelib.aws_errors import error_code
 from deploy import buckets, credentials, stacks
 from deploy.cloudformation import Stacks
 from deploy.deployer import find_user_pool
@@ -109,7 +110,7 @@ def _delete_retained(account: credentials.Account, kind: str, name: str, say: Sa
             account.client("dynamodb").delete_table(TableName=name)
             say(f"    {name}: deleted")
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            if error_code(error) != "ResourceNotFoundException":
                 raise
             say(f"    {name}: not there")
         return

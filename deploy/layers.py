@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from chalicelib.aws_errors import error_code
 from deploy.errors import DeployError
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -73,7 +74,7 @@ def from_ssm(region: str, version: str, client: Any) -> Layer:
     try:
         arn = str(client.get_parameter(Name=name)["Parameter"]["Value"])
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "ParameterNotFound":
+        if error_code(error) != "ParameterNotFound":
             raise
         raise DeployError(
             f"AWS publishes no AWS SDK for pandas layer for awswrangler {version} "

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from chalicelib.aws_errors import error_code
 from chalicelib.layout import partition_values
 
 
@@ -43,7 +44,7 @@ class PartitionCatalog:
                 PartitionValues=list(partition_values(day)),
             )["Partition"]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "EntityNotFoundException":
+            if error_code(exc) == "EntityNotFoundException":
                 return None
             raise
         return str(partition.get("StorageDescriptor", {}).get("Location", "")) or None
@@ -67,14 +68,14 @@ class PartitionCatalog:
             )
             return
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "EntityNotFoundException":
+            if error_code(exc) != "EntityNotFoundException":
                 raise
         try:
             self._client.create_partition(
                 DatabaseName=self._database, TableName=self._table, PartitionInput=partition_input
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "AlreadyExistsException":
+            if error_code(exc) != "AlreadyExistsException":
                 raise
             self._client.update_partition(
                 DatabaseName=self._database,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Protocol
 
+from chalicelib.aws_errors import CONDITION_FAILED, error_code
 from chalicelib.errors import MeteringError
 
 STATE_SORT_KEY = "state"
@@ -145,7 +146,7 @@ class DynamoCurationStateStore:
                 ReturnValues="ALL_OLD",
             )
         except ClientError as exc:
-            if _conditional_failure(exc):
+            if error_code(exc) == CONDITION_FAILED:
                 return None
             raise
         return _state_from_item(response.get("Attributes", {}))
@@ -224,13 +225,9 @@ class DynamoCurationStateStore:
                 ExpressionAttributeValues={":holder": {"S": holder}, **values},
             )
         except ClientError as exc:
-            if _conditional_failure(exc):
+            if error_code(exc) == CONDITION_FAILED:
                 raise LeaseLostError(f"the lease of {day} is no longer {holder}'s") from exc
             raise
-
-
-def _conditional_failure(exc: Any) -> bool:
-    return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
 
 
 def _number(value: float) -> str:

@@ -32,7 +32,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.aws_errors import error_code
+from chalicelib.aws_errors import CONDITION_FAILED, error_code
 from chalicelib.budgets.limits import (
     ALERT_THRESHOLDS,
     MAX_OPEN_RESERVATIONS,
@@ -56,7 +56,6 @@ logger = logging.getLogger(__name__)
 
 PLAN_SK = "PLAN"
 # What DynamoDB answers when a write's condition does not hold: a refusal, not a failure.
-CONDITION_FAILED = "ConditionalCheckFailedException"
 RESERVATION_PREFIX = "rsv_"
 # Month counters and index entries outlive their month by this much, then TTL removes them.
 COUNTERS_RETENTION = timedelta(days=400)

@@ -12,11 +12,12 @@ from typing import Any, Final
 import boto3
 from botocore.exceptions import ClientError
 
+from chalicelib.aws_errors import error_code
 from local.provision.clients import ServiceClients
 from local.provision.intrinsics import StackContext, creation_order, parameter_values
 from local.provision.model import ProvisionedResource, ProvisionedStack, ProvisioningError
 from local.provision.resources import KINDS
-from local.provision.resources.base import NOT_FOUND_CODES, MissingResourceError, error_code
+from local.provision.resources.base import NOT_FOUND_CODES, MissingResourceError
 from local.provision.template import DEFAULT_TEMPLATE, load_template
 
 _TEMPLATE_SECTIONS: Final = frozenset(

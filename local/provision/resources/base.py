@@ -12,8 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from botocore.exceptions import ClientError
-
 from local.provision.clients import ServiceClients
 from local.provision.intrinsics import StackContext
 from local.provision.model import JsonDict, ProvisionedResource
@@ -60,11 +58,6 @@ def require(items: Sequence[Mapping[str, Any]], key: str, resource: ProvisionedR
     if not any(item.get(key) == resource.physical_id for item in items):
         raise MissingResourceError(resource.logical_id)
     return True
-
-
-def error_code(error: ClientError) -> str:
-    """The AWS error code of a ClientError ("" if it has none)."""
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def pick(props: Mapping[str, Any], *names: str) -> JsonDict:

@@ -8,13 +8,13 @@ from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
+from chalicelib.aws_errors import error_code
 from local.provision.clients import ServiceClients
 from local.provision.intrinsics import StackContext
 from local.provision.model import JsonDict, ProvisionedResource, ProvisioningError
 from local.provision.resources.base import (
     MissingResourceError,
     ResourceKind,
-    error_code,
     pick,
     require,
 )

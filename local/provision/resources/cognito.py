@@ -7,9 +7,10 @@ from typing import Final
 
 from botocore.exceptions import ClientError
 
+from chalicelib.aws_errors import error_code
 from local.provision.intrinsics import StackContext
 from local.provision.model import JsonDict, ProvisionedResource
-from local.provision.resources.base import ResourceKind, error_code, pick
+from local.provision.resources.base import ResourceKind, pick
 
 _POOL_SETTINGS: Final = (
     "Policies",

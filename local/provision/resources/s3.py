@@ -8,10 +8,11 @@ from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
+from chalicelib.aws_errors import error_code
 from local.provision.clients import ServiceClients
 from local.provision.intrinsics import StackContext
 from local.provision.model import JsonDict, ProvisionedResource, ProvisioningError
-from local.provision.resources.base import ResourceKind, error_code, pick
+from local.provision.resources.base import ResourceKind, pick
 
 
 def _lifecycle_rule(rule: Mapping[str, Any]) -> JsonDict:
