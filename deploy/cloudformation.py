@@ -61,11 +61,15 @@ class Stacks:
         return {str(o["OutputKey"]): str(o["OutputValue"]) for o in stack.get("Outputs", [])}
 
     def parameters(self, name: str) -> dict[str, str]:
-        """The stack's current parameter values."""
-        stack = self._client.describe_stacks(StackName=name)["Stacks"][0]
-        return {
-            str(p["ParameterKey"]): str(p["ParameterValue"]) for p in stack.get("Parameters", [])
-        }
+        """The stack's current parameter values; none if there is no such stack."""
+        try:
+            stacks = self._client.describe_stacks(StackName=name)["Stacks"]
+        except ClientError as error:
+            if "does not exist" in str(error):
+                return {}
+            raise
+        parameters = stacks[0].get("Parameters", []) if stacks else []
+        return {str(p["ParameterKey"]): str(p["ParameterValue"]) for p in parameters}
 
     def deploy(
         self,

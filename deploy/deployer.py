@@ -107,11 +107,7 @@ def stack_parameters(
     table (and lose its partitions), and the app stack imports both, so a different name for
     a deployed stage is refused.
     """
-    deployed = (
-        cloudformation.parameters(deployment.data_stack)
-        if cloudformation.status(deployment.data_stack)
-        else {}
-    )
+    deployed = cloudformation.parameters(deployment.data_stack)
     current = deployed.get("GlueDatabaseName")
     database = options.glue_database or current or DEFAULT_GLUE_DATABASE
     if current and database != current:
@@ -119,11 +115,7 @@ def stack_parameters(
             f"Stage {deployment.stage} keeps its usage table in Glue database {current}; "
             f"GLUE_DATABASE={database} would replace it. Leave GLUE_DATABASE unset."
         )
-    infra_deployed = (
-        cloudformation.parameters(deployment.infra_stack)
-        if cloudformation.status(deployment.infra_stack)
-        else {}
-    )
+    infra_deployed = cloudformation.parameters(deployment.infra_stack)
     deployed_workgroup = infra_deployed.get("AthenaWorkGroupName")
     workgroup = options.athena_workgroup or deployed_workgroup or DEFAULT_WORKGROUP
     if deployed_workgroup and workgroup != deployed_workgroup:

@@ -14,6 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from deploy import deployer, destroyer
@@ -231,6 +232,30 @@ def test_a_new_stack_is_created_through_a_change_set() -> None:
         stubber.assert_no_pending_responses()
     assert changed is True
     assert said[-1] == "  s: created"
+
+
+def test_a_stacks_parameters_take_one_call_and_a_missing_stack_has_none() -> None:
+    client = boto3.client(
+        "cloudformation", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    deployed = {
+        "StackName": "s",
+        "CreationTime": "2026-01-01T00:00:00Z",
+        "StackStatus": "UPDATE_COMPLETE",
+        "Parameters": [{"ParameterKey": "GlueDatabaseName", "ParameterValue": "db_dev"}],
+    }
+    with Stubber(client) as stubber:
+        stubber.add_response("describe_stacks", {"Stacks": [deployed]}, {"StackName": "s"})
+        stubber.add_client_error(
+            "describe_stacks", "ValidationError", "Stack with id t does not exist"
+        )
+        stubber.add_client_error("describe_stacks", "AccessDenied", "not allowed")
+        stacks = quick_stacks(client, [])
+        assert stacks.parameters("s") == {"GlueDatabaseName": "db_dev"}
+        assert stacks.parameters("t") == {}
+        with pytest.raises(ClientError):
+            stacks.parameters("u")
+        stubber.assert_no_pending_responses()
 
 
 def test_an_unchanged_stack_is_left_alone() -> None:
