@@ -21,7 +21,6 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from chalice.test import Client
 
@@ -37,6 +36,7 @@ from deploy.functions import FUNCTIONS
 from deploy.naming import Deployment
 from local.provision import provision_stack
 from tests.functional.conftest import TOKENS, auth
+from tests.support.faults import SettleFailingClient
 from tests.support.iam import (
     Account,
     Call,
@@ -169,24 +169,6 @@ def stage(aws: None, app_template: dict[str, Any]) -> Iterator[Stage]:
     with stubber, Client(app) as client, recorder.recording():
         yield Stage(outputs, settings, policies, recorder, stubber, client)
     wiring.reset()
-
-
-class SettleFailingClient:
-    """DynamoDB on moto whose settle writes (REMOVE of a reservation) fail."""
-
-    def __init__(self) -> None:
-        self._client = boto3.client("dynamodb", region_name=REGION)
-        self.failed = 0
-
-    def update_item(self, **kwargs: Any) -> Any:
-        if kwargs["UpdateExpression"].startswith("REMOVE"):
-            self.failed += 1
-            error = {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"}}
-            raise ClientError(error, "UpdateItem")
-        return self._client.update_item(**kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
 
 
 def reply(stubber: Stubber, input_tokens: int = 100, output_tokens: int = 60) -> None:

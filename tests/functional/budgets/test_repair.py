@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
 
 import boto3
 from chalice.test import Client
@@ -17,29 +16,10 @@ from chalicelib.conversation import Conversation
 from chalicelib.wiring import budget_service, run_budget_repair
 from tests.functional.budgets.conftest import PLANS_TABLE, BudgetEnv, chat, set_plan
 from tests.functional.conftest import stored_events
+from tests.support.faults import SettleFailingClient
 from tests.support.tokens import REGION
 
 TTL_S = 900
-
-
-class SettleFailingClient:
-    """A DynamoDB client on moto whose settle writes (REMOVE of a reservation) fail."""
-
-    def __init__(self) -> None:
-        self._client = boto3.client("dynamodb", region_name=REGION)
-        self.failed = 0
-
-    def update_item(self, **kwargs: Any) -> Any:
-        if kwargs["UpdateExpression"].startswith("REMOVE"):
-            self.failed += 1
-            error = {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"}}
-            from botocore.exceptions import ClientError
-
-            raise ClientError(error, "UpdateItem")
-        return self._client.update_item(**kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
 
 
 def counters(tenant_id: str = "tenant-a") -> MonthCounters:
